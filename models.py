@@ -1,0 +1,476 @@
+"""Noise2Same and Noise2SamePro: masking, the loss, training, checkpoints and prediction.
+
+Shapes: a batch is (B, spatial..., C) with 2 or 3 spatial axes and C = in_channels; `features`
+are normalised noisy patches, `mask` is 1 at masked pixels, `noise` the replacement values of
+'gaussian' masking (REFERENCE.md sections 1 and 2).
+
+Example
+-------
+>>> model = Noise2Same('trained_models/', 'N2S-3000', dim=2, in_channels=1)
+>>> model.train(X[..., None], patch_size=[64, 64], validation=X_val[..., None], steps=3000)
+>>> denoised = model.predict(noisy_image)          # (H, W) float, same scale as the input
+"""
+import os
+from contextlib import contextmanager
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from network import DenoisingNetwork
+from network_configure import merged_net_config
+from utils.checkpoint_utils import (CheckpointError, backup_tf1_state, infer_settings,
+                                    is_tf1_checkpoint, latest_checkpoint, read_checkpoint,
+                                    read_settings, tf1_variable_names, write_json_atomic,
+                                    SETTINGS_FILE)
+from utils.predict_utils import PadAndCropResizer, get_coord
+from utils.train_utils import (TF1Adam, check_training_images, donut_average, learning_rate,
+                               mask_box_size, training_dataset, validation_batches)
+
+training_config = {'base_learning_rate': 0.0004,
+                   'lr_decay_steps': 5e3,
+                   'lr_decay_rate': 0.5,
+                   'lr_staircase': True}
+
+MASKINGS = ('gaussian', 'donut')
+_DEFAULTS = {'dim': 2, 'in_channels': 1, 'masking': 'gaussian', 'mask_perc': 0.5}
+TERMS = ('reconstruction', 'invariance', 'blind_spot')
+
+
+def safe_sqrt(x: tf.Tensor) -> tf.Tensor:
+    """sqrt(x) for x > 0, else 0 with a zero gradient (sqrt'(0) is infinite: a batch without
+    masked pixels would otherwise turn the loss or its gradient into NaN)."""
+    positive = x > 0
+    return tf.where(positive, tf.sqrt(tf.where(positive, x, tf.ones_like(x))), tf.zeros_like(x))
+
+
+class Noise2Same:
+    """Noise2Same (Xie, Wang & Ji, NeurIPS 2020): loss = rec + lmbd * sqrt(inv).
+
+    Parameters
+    ----------
+    base_dir, name : the model directory is base_dir/name; it holds the checkpoints (TF2 ones
+        written here, or an ORIGINAL TF1 Estimator checkpoint) and `settings.json`.
+    dim : 2 or 3 spatial axes. Default: the saved model's, else 2.
+    in_channels : image channels. Default: the saved model's, else 1.
+    lmbd : weight of sqrt(invariance); None means 2 (2 * sigma with sigma = 1), as the original.
+    masking : 'gaussian' (masked pixels replaced by N(0, 0.2) noise) or 'donut' (by the mean of
+        their neighbours). Default: the saved model's, else 'gaussian'.
+    mask_perc : percentage of pixels masked, nominally (0.5 gives 14x14 cells, ~0.5 %).
+    opt_config : learning-rate schedule, as `training_config`.
+    net_config : dict merged over `network_configure.conf_unet` (and `conf_basic_ops`).
+        Default: the saved model's, else the defaults (width 96).
+
+    Explicit arguments that contradict the saved model's architecture raise CheckpointError.
+    """
+
+    def __init__(self, base_dir: str, name: str, dim: Optional[int] = None,
+                 in_channels: Optional[int] = None, lmbd: Optional[float] = None,
+                 masking: Optional[str] = None, mask_perc: Optional[float] = None,
+                 opt_config: Mapping = training_config, net_config: Optional[Mapping] = None):
+        self.base_dir, self.name = base_dir, name
+        self.model_dir = os.path.join(base_dir, name)
+        saved = self._saved_settings()
+        given = {'dim': dim, 'in_channels': in_channels, 'masking': masking,
+                 'mask_perc': mask_perc, 'lmbd': lmbd}
+        for key in ('dim', 'in_channels'):
+            if saved and given[key] is not None and given[key] != saved[key]:
+                raise CheckpointError(
+                    f"{key}={given[key]} was given but {self.model_dir} holds a model with "
+                    f"{key}={saved[key]}; drop the argument or use another model directory")
+        pick = lambda key: next(v for v in (given[key], (saved or {}).get(key),
+                                            _DEFAULTS.get(key)) if v is not None)
+        self.dim, self.in_channels = pick('dim'), pick('in_channels')
+        self.masking, self.mask_perc = pick('masking'), float(pick('mask_perc'))
+        self.lmbd = lmbd if lmbd is not None else (saved or {}).get('lmbd')
+        if self.dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
+        if self.masking not in MASKINGS:
+            raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
+        if not 0 < self.mask_perc <= 100:
+            raise ValueError(f"mask_perc must be in (0, 100], got {self.mask_perc}")
+        self.net_config = self._resolve_net_config(net_config, saved)
+        self.opt_config = dict(opt_config)
+
+        self.model = DenoisingNetwork(self.dim, self.in_channels, self.net_config)
+        self.net = self.model.unet
+        named = list(tf1_variable_names(self.model))
+        self.optimizer = TF1Adam([(n, v) for n, v in named if v.trainable])
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+        self.seed = tf.Variable(0, dtype=tf.int64, trainable=False, name='seed')
+        self._state = {**{n: v for n, v in named}, **self.optimizer.named_state(),
+                       'global_step': self.global_step, 'input_pipeline/seed': self.seed}
+        self._loaded: Optional[str] = None
+        self._train_step = tf.function(self._train_step_fn)
+        self._infer = tf.function(lambda x: self.model(x, training=False), input_signature=[
+            tf.TensorSpec([None] * (self.dim + 1) + [self.in_channels], tf.float32)])
+
+    # ---------------------------------------------------------------- settings
+
+    def _saved_settings(self) -> Optional[dict]:
+        """Settings of the model directory: its JSON, else inferred from an original checkpoint."""
+        settings = read_settings(self.model_dir)
+        if settings is not None:
+            return settings
+        path = latest_checkpoint(self.model_dir)
+        if path is not None and is_tf1_checkpoint(path):
+            return infer_settings(read_checkpoint(path))
+        return None
+
+    def _resolve_net_config(self, net_config: Optional[Mapping], saved: Optional[dict]) -> dict:
+        if not saved:
+            return merged_net_config(net_config)
+        saved_config = merged_net_config(saved['net_config'])
+        for key, value in (net_config or {}).items():
+            if key in saved['net_config'] and list(np.atleast_1d(value)) != list(
+                    np.atleast_1d(saved_config[key])):
+                raise CheckpointError(
+                    f"net_config {key}={value!r} was given but {self.model_dir} holds a model "
+                    f"with {key}={saved_config[key]!r}; drop it or use another model directory")
+        return merged_net_config({**saved_config, **(net_config or {})})
+
+    def settings(self) -> dict:
+        """What settings.json records: enough to rebuild this model for prediction."""
+        return {'class': type(self).__name__, 'dim': self.dim, 'in_channels': self.in_channels,
+                'masking': self.masking, 'lmbd': self.lmbd, 'mask_perc': self.mask_perc,
+                'net_config': self.net_config, 'opt_config': self.opt_config}
+
+    # ---------------------------------------------------------------- the method
+
+    def masked_input(self, features: tf.Tensor, noise: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """features with masked pixels replaced: by `noise` ('gaussian') or the donut mean."""
+        replacement = noise if self.masking == 'gaussian' else donut_average(features)
+        return (1.0 - mask) * features + mask * replacement
+
+    def loss_terms(self, features, noise, mask, training: bool):
+        """Both forward passes and the three terms (REFERENCE.md section 1).
+
+        The masked pass runs first, then the raw pass; with training=True each normalises by its
+        own batch statistics and updates the moving averages (two updates per step).
+        Returns ({'reconstruction', 'invariance', 'blind_spot'}, raw prediction, masked prediction).
+        """
+        masked_pred = self.model(self.masked_input(features, noise, mask), training=training)
+        raw_pred = self.model(features, training=training)
+        n_masked = tf.maximum(tf.reduce_sum(mask), 1.0)
+        terms = {
+            'reconstruction': tf.reduce_mean(tf.square(raw_pred - features)),
+            'invariance': tf.reduce_sum(tf.square(raw_pred - masked_pred) * mask) / n_masked,
+            'blind_spot': tf.reduce_sum(tf.square(features - masked_pred) * mask) / n_masked,
+        }
+        return terms, raw_pred, masked_pred
+
+    def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """rec + lmbd * sqrt(inv), lmbd = 2 when not given."""
+        lmbd = 2.0 if self.lmbd is None else float(self.lmbd)
+        return terms['reconstruction'] + lmbd * safe_sqrt(terms['invariance'])
+
+    def compute_losses(self, features, noise, mask, training: bool = False) -> Dict[str, float]:
+        """The loss and its terms on one given batch, from the newest checkpoint.
+
+        features, noise, mask: (B, spatial..., C). training=True normalises with batch statistics
+        (as in a training step) but updates nothing; False uses the moving averages.
+        Returns floats 'loss', 'reconstruction', 'invariance', 'blind_spot'.
+        """
+        self._restore_latest()
+        args = [tf.convert_to_tensor(np.asarray(a, np.float32)) for a in (features, noise, mask)]
+        with self._frozen_statistics():
+            terms, _, _ = self.loss_terms(*args, training=training)
+            terms['loss'] = self.loss(terms)
+        return {k: float(v) for k, v in terms.items()}
+
+    @contextmanager
+    def _frozen_statistics(self):
+        """Restore the batch-norm moving averages on exit."""
+        saved = [(v, v.numpy()) for v in self.model.non_trainable_weights]
+        try:
+            yield
+        finally:
+            for variable, value in saved:
+                variable.assign(value)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def restore(self, path: str, optimizer: bool = True) -> None:
+        """Load a checkpoint (TF1 or TF2 prefix): weights and BN statistics, and with `optimizer`
+        the Adam slots, beta powers, global step and input-pipeline seed it holds."""
+        values = read_checkpoint(path)
+        for name, variable in self._state.items():
+            is_weight = name.startswith('main_unet/') and '/Adam' not in name
+            if name not in values:
+                if is_weight:
+                    raise CheckpointError(f"checkpoint {path} lacks {name}: it holds another "
+                                          f"network configuration than {self.net_config}")
+                continue
+            if not (is_weight or optimizer):
+                continue
+            value = values[name]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise CheckpointError(
+                    f"checkpoint {path} holds {name} of shape {tuple(value.shape)}, this model "
+                    f"needs {tuple(variable.shape)}: dim, in_channels or widths differ")
+            variable.assign(value.astype(variable.dtype.name if hasattr(variable.dtype, 'name')
+                                         else variable.dtype))
+        self._loaded = path
+
+    def _restore_latest(self, checkpoint_path: Optional[str] = None) -> None:
+        path = checkpoint_path or latest_checkpoint(self.model_dir)
+        if path is None:
+            if self._loaded is None:
+                raise CheckpointError(f"no checkpoint in {self.model_dir}; train a model there "
+                                      f"first or point at a directory that holds one")
+            return
+        if path != self._loaded:
+            self.restore(path, optimizer=False)
+
+    # ---------------------------------------------------------------- training
+
+    def _train_step_fn(self, features, noise, mask):
+        with tf.GradientTape() as tape:
+            terms, raw_pred, masked_pred = self.loss_terms(features, noise, mask, training=True)
+            loss = self.loss(terms)
+        variables = self.model.trainable_weights
+        gradients = tape.gradient(loss, variables)
+        lr = learning_rate(self.global_step, self.opt_config)
+        self.optimizer.apply(gradients, variables, lr)
+        self.global_step.assign_add(1)
+        terms.update(loss=loss, learning_rate=lr)
+        return terms, raw_pred[:3], masked_pred[:3]
+
+    def train(self, source_lst, patch_size: Sequence[int], validation=None, batch_size: int = 64,
+              save_steps: int = 100, log_steps: int = 100, steps: int = 50000,
+              seed: Optional[int] = None, init_from: Optional[str] = None,
+              verbose: bool = True) -> None:
+        """Train until global step `steps`, resuming from the model directory's newest checkpoint.
+
+        Parameters
+        ----------
+        source_lst : training images, (N, spatial..., C) array or list of (spatial..., C)
+            arrays (sizes may differ; each at least `patch_size`), normalised by the caller.
+        patch_size : spatial size of the training patches, e.g. [64, 64] or [16, 64, 64].
+        validation : optional (N, spatial..., C) array; its loss terms (BN in inference mode)
+            are logged after each checkpoint.
+        steps : the global step to stop at. NOTE: the original stopped at `steps` with
+            validation but trained `steps` MORE steps without it; here it is always the step
+            to stop at, so a resumed or two-phase run continues to exactly `steps`.
+        seed : seed of the input pipeline (None: the checkpoint's, else a fresh one).
+        init_from : a model directory (TF1 or TF2) to start from when this one holds no
+            checkpoint; nothing is written there.
+
+        Checkpoints (newest 2 kept) every `save_steps` and at the end; TensorBoard scalars
+        every `log_steps` into the model directory, validation into its 'eval' folder.
+        """
+        for label, value in (('batch_size', batch_size), ('save_steps', save_steps),
+                             ('log_steps', log_steps), ('steps', steps)):
+            if int(value) < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value}")
+        patch_size = [int(p) for p in patch_size]
+        check_training_images(source_lst, self.dim, self.in_channels, patch_size)
+        if validation is not None:
+            validation = self._check_validation(validation)
+
+        os.makedirs(self.model_dir, exist_ok=True)
+        path = latest_checkpoint(self.model_dir)
+        if path is None and init_from is not None:
+            path = latest_checkpoint(init_from)
+            if path is None:
+                raise CheckpointError(f"--init-from {init_from} holds no checkpoint")
+        if path is not None:
+            self.restore(path, optimizer=True)
+        start = int(self.global_step.numpy())
+        if steps <= start:
+            print(f"nothing to do: {self.model_dir} is already at step {start} "
+                  f"(asked to train to step {steps})")
+            return
+        if seed is not None:
+            self.seed.assign(seed)
+        elif path is None or is_tf1_checkpoint(path):
+            self.seed.assign(int(np.random.SeedSequence().entropy % 2 ** 31))
+
+        backup_tf1_state(self.model_dir)
+        write_json_atomic(os.path.join(self.model_dir, SETTINGS_FILE), self.settings())
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(state=self._state),
+                                             self.model_dir, max_to_keep=2, checkpoint_name='ckpt')
+        writer = tf.summary.create_file_writer(self.model_dir)
+        eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, 'eval'))
+        box = mask_box_size(self.mask_perc)
+        dataset = training_dataset(source_lst, patch_size, batch_size, box, int(self.seed.numpy()),
+                                   start, steps)
+        bar = tqdm(total=steps, initial=start, disable=not verbose, unit='step',
+                   desc=f'{type(self).__name__} {self.name}', dynamic_ncols=True)
+        for features, noise, mask in dataset:
+            terms, raw_pred, masked_pred = self._train_step(features, noise, mask)
+            step = int(self.global_step.numpy())
+            bar.update(1)
+            if step % log_steps == 0 or step == steps:
+                values = {k: float(v) for k, v in terms.items()}
+                bar.set_postfix({k[:3]: f'{values[k]:.4f}' for k in ('loss',) + TERMS})
+                with writer.as_default(step=step):
+                    for key, value in values.items():
+                        tf.summary.scalar(f'loss_metric/{key}' if key in TERMS else key, value)
+                    self._image_summaries(features, noise, mask, raw_pred, masked_pred)
+            if step % save_steps == 0 or step == steps:
+                self._loaded = manager.save(checkpoint_number=step)
+                if validation is not None:
+                    scores = self.evaluate(validation, box)
+                    with eval_writer.as_default(step=step):
+                        for key, value in scores.items():
+                            tf.summary.scalar(f'loss_metric/{key}', value)
+                    bar.write(f'step {step}: validation ' + ', '.join(
+                        f'{k} {v:.5f}' for k, v in scores.items()))
+        bar.close()
+        writer.flush()
+        eval_writer.flush()
+
+    def _check_validation(self, validation) -> np.ndarray:
+        validation = np.asarray(validation, np.float32)
+        if validation.ndim != self.dim + 2 or validation.shape[-1] != self.in_channels:
+            raise ValueError(f"validation has shape {validation.shape}; expected (N, "
+                             f"{self.dim} spatial axes..., {self.in_channels})")
+        if not np.all(np.isfinite(validation)):
+            raise ValueError(f"validation holds {np.size(validation) - np.isfinite(validation).sum()}"
+                             f" NaN or Inf values")
+        # The U-Net needs spatial sizes divisible by 2**(depth-1): reflect-pad when they are not.
+        return PadAndCropResizer().before(validation, 2 ** (self.net.depth - 1), exclude=[0, -1])
+
+    def evaluate(self, validation: np.ndarray, box: Optional[int] = None) -> Dict[str, float]:
+        """Mean loss terms over validation batches of 4, BN in inference mode, fixed masks."""
+        box = box or mask_box_size(self.mask_perc)
+        sums: Dict[str, list] = {}
+        for features, noise, mask in validation_batches(validation, box, int(self.seed.numpy())):
+            terms, _, _ = self.loss_terms(features, noise, mask, training=False)
+            terms['loss'] = self.loss(terms)
+            for key, value in terms.items():
+                sums.setdefault(key, []).append(float(value))
+        return {k: float(np.mean(v)) for k, v in sums.items()}
+
+    def _image_summaries(self, features, noise, mask, raw_pred, masked_pred) -> None:
+        """The original's six image summaries (3D: maximum projection along Z), 3 images each."""
+        features, mask = features[:3], mask[:3]
+        images = {'1_inputs': features, '2_raw_predictions': raw_pred, '3_mask': mask,
+                  '4_masked_predictions': masked_pred, '5_difference': raw_pred - masked_pred,
+                  '6_rec_error': masked_pred - features}
+        for name, image in images.items():
+            if self.dim == 3:
+                image = tf.reduce_max(image, axis=1)
+            if image.shape[-1] not in (1, 3, 4):
+                image = image[..., :1]
+            low = tf.reduce_min(image, axis=[1, 2, 3], keepdims=True)
+            high = tf.reduce_max(image, axis=[1, 2, 3], keepdims=True)
+            tf.summary.image(name, (image - low) / tf.maximum(high - low, 1e-12), max_outputs=3)
+
+    # ---------------------------------------------------------------- prediction
+
+    def _channels_last(self, image: np.ndarray, leading: int = 0):
+        """(array with a channel axis, whether one was added); checks rank and channels."""
+        image = np.asarray(image)
+        spatial = image.ndim - leading
+        if self.in_channels == 1 and spatial == self.dim:
+            return image[..., None], True
+        if spatial != self.dim + 1 or image.shape[-1] != self.in_channels:
+            what = 'a stack of images ' if leading else 'an image '
+            want = f"(N, {self.dim} spatial axes" if leading else f"({self.dim} spatial axes"
+            want += ')' if self.in_channels == 1 else f", {self.in_channels} channels)"
+            raise ValueError(f"expected {what}{want}, got shape {image.shape}")
+        return image, False
+
+    @staticmethod
+    def _normalisers(image: np.ndarray, im_mean, im_std):
+        if im_mean is None or im_std is None:
+            im_mean, im_std = image.mean(), image.std()
+        im_std = np.where(np.asarray(im_std) == 0, 1.0, im_std)  # a constant image
+        return np.asarray(im_mean, np.float32), np.asarray(im_std, np.float32)
+
+    def _run(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """The network in inference mode on (B, spatial..., C), spatial sizes multiples of
+        2**depth; batches of `batch_size`."""
+        return np.concatenate([self._infer(tf.constant(batch[i:i + batch_size], tf.float32)).numpy()
+                               for i in range(0, len(batch), batch_size)])
+
+    def _check_finite(self, image: np.ndarray) -> None:
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise ValueError(f"the input holds {bad} NaN or Inf values; replace them first")
+
+    def predict(self, image: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
+                checkpoint_path: Optional[str] = None, im_mean=None, im_std=None) -> np.ndarray:
+        """Denoise one image: (spatial...) for one channel, or (spatial..., C).
+
+        Normalised by its own mean and std unless given (scalars, or per channel); reflect-padded
+        to multiples of 2**depth, run with moving BN statistics, cropped and de-normalised.
+        Returns float32 of the input's shape.
+        """
+        self._restore_latest(checkpoint_path)
+        x, added = self._channels_last(image)
+        self._check_finite(x)
+        mean, std = self._normalisers(x, im_mean, im_std)
+        resizer = resizer or PadAndCropResizer()
+        x = resizer.before((x - mean) / std, 2 ** self.net.depth, exclude=-1)
+        out = resizer.after(self._run(x[None])[0], exclude=-1) * std + mean
+        return (out[..., 0] if added else out).astype(np.float32)
+
+    def batch_predict(self, images: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
+                      checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
+                      batch_size: int = 32) -> np.ndarray:
+        """Denoise a stack of equally sized images: (N, spatial...) or (N, spatial..., C),
+        normalised together by the stack's mean and std unless given."""
+        self._restore_latest(checkpoint_path)
+        x, added = self._channels_last(images, leading=1)
+        self._check_finite(x)
+        mean, std = self._normalisers(x, im_mean, im_std)
+        resizer = resizer or PadAndCropResizer()
+        x = resizer.before((x - mean) / std, 2 ** self.net.depth, exclude=[0, -1])
+        out = resizer.after(self._run(x, batch_size), exclude=[0, -1]) * std + mean
+        return (out[..., 0] if added else out).astype(np.float32)
+
+    def crop_predict(self, image: np.ndarray, size: int, margin: int,
+                     resizer: Optional[PadAndCropResizer] = None,
+                     checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
+                     batch_size: int = 4) -> np.ndarray:
+        """Denoise a large image tile by tile: the last two spatial axes are cut into
+        size x size tiles overlapping by 2*margin, of which each keeps its centre.
+
+        image: (spatial...) or (spatial..., C) as in `predict`; normalised as a whole.
+        """
+        self._restore_latest(checkpoint_path)
+        x, added = self._channels_last(image)
+        self._check_finite(x)
+        mean, std = self._normalisers(x, im_mean, im_std)
+        x = (x - mean) / std
+        out = np.empty(x.shape, np.float32)
+        tiles = list(get_coord(x.shape[:-1], size, margin))
+        resizer = resizer or PadAndCropResizer()
+        for start in range(0, len(tiles), batch_size):
+            group = tiles[start:start + batch_size]
+            shapes = {x[src].shape for src, _, _ in group}
+            for shape in shapes:  # edge tiles may be smaller: one batch per tile shape
+                same = [t for t in group if x[t[0]].shape == shape]
+                batch = resizer.before(np.stack([x[src] for src, _, _ in same]),
+                                       2 ** self.net.depth, exclude=[0, -1])
+                pred = resizer.after(self._run(batch), exclude=[0, -1])
+                for (src, trg, mrg), tile in zip(same, pred):
+                    out[trg] = tile[mrg]
+        out = out * std + mean
+        return out[..., 0] if added else out
+
+
+class Noise2SamePro(Noise2Same):
+    """Noise2SamePro: lmbd replaced by 2 * sqrt(rec), an estimate of 2 * sigma from the data.
+
+    loss = rec + 2 * sqrt(rec) * sqrt(inv). With sigma_grad=True (the original) the gradient
+    flows through the sigma estimate too; False stops it there. Train it on a directory where
+    Noise2Same trained first to run the original two-phase schedule.
+    """
+
+    def __init__(self, *args, sigma_grad: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sigma_grad = sigma_grad
+
+    def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        sigma = safe_sqrt(terms['reconstruction'])
+        if not self.sigma_grad:
+            sigma = tf.stop_gradient(sigma)
+        return terms['reconstruction'] + 2.0 * sigma * safe_sqrt(terms['invariance'])
+
+    def settings(self) -> dict:
+        return {**super().settings(), 'sigma_grad': self.sigma_grad}

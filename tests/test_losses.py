@@ -1,0 +1,81 @@
+"""Loss terms and masking against numpy re-computations."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import Noise2Same, Noise2SamePro
+
+TINY = {'first_output_filters': 4}
+
+
+def batch(shape=(2, 16, 16, 1), seed=0, masked=True):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape).astype(np.float32)
+    noise = (0.2 * rng.normal(size=shape)).astype(np.float32)
+    mask = (rng.random(shape) < 0.05).astype(np.float32) if masked else np.zeros(shape, np.float32)
+    return x, noise, mask
+
+
+def numpy_terms(x, raw, masked, mask):
+    return {'reconstruction': np.mean((raw - x) ** 2),
+            'invariance': np.sum((raw - masked) ** 2 * mask) / np.sum(mask),
+            'blind_spot': np.sum((x - masked) ** 2 * mask) / np.sum(mask)}
+
+
+@pytest.mark.parametrize('masking', ['gaussian', 'donut'])
+def test_terms_and_losses_match_numpy(tmp_path, masking):
+    x, noise, mask = batch()
+    model = Noise2Same(str(tmp_path), 'm', masking=masking, lmbd=1.5, net_config=TINY)
+    terms, raw, masked = model.loss_terms(tf.constant(x), tf.constant(noise), tf.constant(mask),
+                                          training=False)
+    if masking == 'gaussian':
+        replacement = noise
+    else:
+        from scipy import ndimage
+        kernel = np.array([[0.5, 1, 0.5], [1, 0, 1], [0.5, 1, 0.5]]) / 6
+        replacement = np.stack([ndimage.correlate(x[b, ..., 0], kernel, mode='constant')
+                                for b in range(2)])[..., None]
+    masked_input = (1 - mask) * x + mask * replacement
+    np.testing.assert_allclose(masked.numpy(), model.model(masked_input).numpy(), atol=1e-5)
+    np.testing.assert_allclose(raw.numpy(), model.model(x).numpy(), atol=1e-6)
+    expected = numpy_terms(x, raw.numpy(), masked.numpy(), mask)
+    for key, value in expected.items():
+        assert float(terms[key]) == pytest.approx(value, rel=1e-5)
+    rec, inv = expected['reconstruction'], expected['invariance']
+    assert float(model.loss(terms)) == pytest.approx(rec + 1.5 * np.sqrt(inv), rel=1e-5)
+    pro = Noise2SamePro(str(tmp_path), 'p', net_config=TINY)
+    assert float(pro.loss(terms)) == pytest.approx(rec + 2 * np.sqrt(rec) * np.sqrt(inv), rel=1e-5)
+
+
+def test_default_lambda_is_two(tmp_path):
+    model = Noise2Same(str(tmp_path), 'm', net_config=TINY)
+    terms = {'reconstruction': tf.constant(0.5), 'invariance': tf.constant(0.04)}
+    assert float(model.loss(terms)) == pytest.approx(0.5 + 2 * 0.2)
+
+
+@pytest.mark.parametrize('cls', [Noise2Same, Noise2SamePro])
+def test_a_batch_without_masked_pixels_gives_finite_loss_and_gradients(tmp_path, cls):
+    x, noise, mask = batch(masked=False)
+    model = cls(str(tmp_path), 'm', net_config=TINY)
+    with tf.GradientTape() as tape:
+        terms, _, _ = model.loss_terms(tf.constant(x), tf.constant(noise), tf.constant(mask),
+                                       training=True)
+        loss = model.loss(terms)
+    grads = tape.gradient(loss, model.model.trainable_weights)
+    assert np.isfinite(float(loss)) and float(terms['invariance']) == 0.0
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def test_sigma_gradient_can_be_stopped(tmp_path):
+    x, noise, mask = batch()
+    grads = {}
+    for flag in (True, False):
+        model = Noise2SamePro(str(tmp_path), 'p', sigma_grad=flag, net_config=TINY)
+        model.model.set_weights(Noise2SamePro(str(tmp_path), 'q', net_config=TINY)
+                                .model.get_weights() if not grads else grads['weights'])
+        with tf.GradientTape() as tape:
+            terms, _, _ = model.loss_terms(x, noise, mask, training=False)
+            loss = model.loss(terms)
+        grads[flag] = tape.gradient(loss, model.model.trainable_weights)[0].numpy()
+        grads['weights'] = model.model.get_weights()
+    assert not np.allclose(grads[True], grads[False])

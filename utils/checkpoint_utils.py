@@ -1,0 +1,136 @@
+"""Checkpoints: original TF1 Estimator checkpoints and this port's TF2 ones, and the settings JSON.
+
+Every variable of a model is known by its ORIGINAL TF1 name ('main_unet/first_convolution/kernel',
+'<weight>/Adam', 'beta1_power', 'global_step', ...). A TF1 checkpoint is read by those names; a
+TF2 checkpoint (tf.train.Checkpoint) stores the same dict, so both load through one mapping.
+"""
+import json
+import os
+import re
+from typing import Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+SETTINGS_FILE = 'settings.json'
+TF1_MARKER = 'main_unet/first_convolution/kernel'
+TF1_STATE_BACKUP = 'checkpoint.tf1'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+def tf1_variable_names(network) -> Iterator[Tuple[str, object]]:
+    """(original TF1 name, Keras variable) for every weight of a `network.DenoisingNetwork`."""
+    def walk(prefix, layer):
+        if hasattr(layer, 'named_ops'):
+            for name, op in layer.named_ops:
+                yield from walk(f'{prefix}/{name}', op)
+        else:
+            for variable in layer.weights:
+                yield f'{prefix}/{variable.name}', variable
+    for scope, block in network.named_blocks():
+        yield from walk(f'main_unet/{scope}', block)
+
+
+def latest_checkpoint(model_dir: str) -> Optional[str]:
+    """Prefix of the newest checkpoint in `model_dir` (TF2 or TF1), or None."""
+    if not os.path.isdir(model_dir):
+        return None
+    path = tf.train.latest_checkpoint(model_dir)
+    if path is None and os.path.exists(os.path.join(model_dir, TF1_STATE_BACKUP)):
+        path = tf.train.latest_checkpoint(model_dir, latest_filename=TF1_STATE_BACKUP)
+    return path
+
+
+def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
+    """All variables of a checkpoint as {original name: array}; TF1 and TF2 alike."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except Exception as error:  # tf raises several types for unreadable files
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}")
+    names = reader.get_variable_to_shape_map()
+    if TF1_MARKER in names:
+        return {name: reader.get_tensor(name) for name in names}
+    prefix, suffix = 'state/', '/.ATTRIBUTES/VARIABLE_VALUE'
+    values = {}
+    for key in names:
+        if key.startswith(prefix) and key.endswith(suffix):
+            name = key[len(prefix):-len(suffix)]
+            values[_unescape(name)] = reader.get_tensor(key)
+    if not values:
+        raise CheckpointError(f"{path} is not a Noise2Same checkpoint (no 'main_unet' variables)")
+    return values
+
+
+def is_tf1_checkpoint(path: str) -> bool:
+    """True when the checkpoint at `path` was written by the original TF1 code."""
+    return any(name == TF1_MARKER for name, _ in tf.train.list_variables(path))
+
+
+def _unescape(key: str) -> str:
+    # tf.train.Checkpoint escapes '/' in dict keys as '.S' and '.' as '..'
+    return re.sub(r'\.(.)', lambda m: {'S': '/', '.': '.'}[m.group(1)], key)
+
+
+def infer_settings(variables: Dict[str, np.ndarray]) -> dict:
+    """Model settings (dim, in_channels, net config) read off an original checkpoint's shapes."""
+    first = variables[TF1_MARKER]
+    dim = first.ndim - 2
+    filters = int(first.shape[-1])
+    has = lambda name: f'main_unet/{name}' in variables
+    depth = 1
+    while has(f'encoding_block_{depth + 1}/downsampling/convolution/kernel') or \
+            has(f'encoding_block_{depth + 1}/downsampling/convolution_1/kernel'):
+        depth += 1
+    count = lambda scope: sum(1 for k in range(100) if has(f'{scope}/res_{k}/convolution_1/kernel'))
+    downsampling = ['convolution' if has(f'encoding_block_{i}/downsampling/convolution/kernel')
+                    else 'down_res_block' for i in range(2, depth + 1)]
+    decoding = [count(f'decoding_block_{j}') for j in range(depth - 1, 0, -1)]
+    # The layer after the first skip connection sees 2x the channels with 'concat'.
+    j = depth - 1
+    width = filters * 2 ** (j - 1)
+    if decoding[0] > 0:
+        after = variables[f'main_unet/decoding_block_{j}/res_0/batch_norm_1/gamma'].shape[-1]
+    elif j > 1:
+        after = variables[f'main_unet/decoding_block_{j - 1}/upsampling/transposed_convolution/kernel'].shape[-1]
+    else:
+        after = variables['main_unet/unet_out/gamma'].shape[-1]
+    net_config = {
+        'depth': depth, 'first_output_filters': filters,
+        'encoding_block_sizes': [count(f'encoding_block_{i}') for i in range(1, depth + 1)],
+        'decoding_block_sizes': decoding, 'downsampling': downsampling,
+        'skip_method': 'concat' if after == 2 * width else 'add',
+    }
+    return {'dim': dim, 'in_channels': int(first.shape[-2]), 'net_config': net_config}
+
+
+def read_settings(model_dir: str) -> Optional[dict]:
+    """The settings JSON of a model directory, or None when there is none."""
+    path = os.path.join(model_dir, SETTINGS_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}; delete it to infer the settings "
+                              f"from the checkpoint")
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Write `data` as JSON to `path` through a temporary file and a rename."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def backup_tf1_state(model_dir: str) -> None:
+    """Move an original 'checkpoint' index file aside (to 'checkpoint.tf1') before TF2 writes its
+    own, so tf.train.CheckpointManager neither overwrites nor deletes the original files."""
+    state = os.path.join(model_dir, 'checkpoint')
+    path = tf.train.latest_checkpoint(model_dir)
+    if path is not None and is_tf1_checkpoint(path):
+        os.replace(state, os.path.join(model_dir, TF1_STATE_BACKUP))
