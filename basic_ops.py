@@ -52,19 +52,21 @@ class BatchNorm(keras.layers.Layer):
                                                name='moving_variance', trainable=False)
 
     def call(self, inputs, training=False):
-        if training:
-            axes = list(range(len(inputs.shape) - 1))
-            mean, variance = tf.nn.moments(inputs, axes)
-            count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
-            unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
-            decay = 1.0 - self.momentum
-            self.moving_mean.assign_sub((self.moving_mean - tf.stop_gradient(mean)) * decay)
-            self.moving_variance.assign_sub(
-                (self.moving_variance - tf.stop_gradient(unbiased)) * decay)
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        return tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma,
-                                         self.epsilon)
+        data_format = 'NHWC' if len(inputs.shape) == 4 else 'NDHWC'
+        if not training:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                epsilon=self.epsilon, data_format=data_format, is_training=False)
+            return outputs
+        # The fused kernel returns the Bessel-corrected batch variance, which TF1 fed to
+        # the moving average (it normalises with the biased one).
+        outputs, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format=data_format,
+            is_training=True)
+        decay = 1.0 - self.momentum
+        self.moving_mean.assign_sub((self.moving_mean - tf.stop_gradient(mean)) * decay)
+        self.moving_variance.assign_sub((self.moving_variance - tf.stop_gradient(unbiased)) * decay)
+        return outputs
 
 
 def batch_norm(name: str, conf: Mapping) -> BatchNorm:

@@ -11,7 +11,11 @@ Example
 >>> denoised = model.predict(noisy_image)          # (H, W) float, same scale as the input
 """
 import os
-from contextlib import contextmanager
+
+# oneDNN CPU kernels on, as in utils/__init__.py (whichever is imported first sets it).
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+
+from contextlib import contextmanager  # noqa: E402
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -254,8 +258,9 @@ class Noise2Same:
             validation but trained `steps` MORE steps without it; here it is always the step
             to stop at, so a resumed or two-phase run continues to exactly `steps`.
         seed : seed of the input pipeline (None: the checkpoint's, else a fresh one).
-        init_from : a model directory (TF1 or TF2) to start from when this one holds no
-            checkpoint; nothing is written there.
+        init_from : a model directory (TF1 or TF2) whose newest weights and batch-norm
+            statistics initialise this model when its own directory holds no checkpoint; the
+            optimizer and the step counter start fresh, and nothing is written there.
 
         Checkpoints (newest 2 kept) every `save_steps` and at the end; TensorBoard scalars
         every `log_steps` into the model directory, validation into its 'eval' folder.
@@ -271,12 +276,13 @@ class Noise2Same:
 
         os.makedirs(self.model_dir, exist_ok=True)
         path = latest_checkpoint(self.model_dir)
-        if path is None and init_from is not None:
-            path = latest_checkpoint(init_from)
-            if path is None:
-                raise CheckpointError(f"--init-from {init_from} holds no checkpoint")
         if path is not None:
             self.restore(path, optimizer=True)
+        elif init_from is not None:
+            source = latest_checkpoint(init_from)
+            if source is None:
+                raise CheckpointError(f"init_from {init_from} holds no checkpoint")
+            self.restore(source, optimizer=False)
         start = int(self.global_step.numpy())
         if steps <= start:
             print(f"nothing to do: {self.model_dir} is already at step {start} "

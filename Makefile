@@ -1,0 +1,44 @@
+# make demo: set up, train N2S and N2SP on the offline demo set at a CPU size, test, report.
+# make test: set up and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU-sized demo run (2 cores, about 10 minutes): width 16, batch 16, equal total steps.
+DEMO_FILTERS ?= 16
+DEMO_BATCH ?= 16
+DEMO_STEPS ?= 600
+DEMO_PRO_STEPS ?= 100
+DEMO_FLAGS = --dataset demo --filters $(DEMO_FILTERS) --batch-size $(DEMO_BATCH) \
+             --steps $(DEMO_STEPS) --save-steps 100 --log-steps 50
+DEMO_OUT ?= results/demo
+
+.PHONY: demo test venv clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+demo: venv
+	mkdir -p $(DEMO_OUT)
+	$(PY) train.py $(DEMO_FLAGS) --name demo-N2S
+	$(PY) train_pro.py $(DEMO_FLAGS) --pro-steps $(DEMO_PRO_STEPS) --name demo-N2SP
+	$(PY) test.py --dataset demo --name demo-N2S --csv $(DEMO_OUT)/n2s_per_image.csv
+	$(PY) test_pro.py --dataset demo --name demo-N2SP --csv $(DEMO_OUT)/n2sp_per_image.csv
+	$(PY) test_single.py Denoising_data/demo/test/noisy_camera.png --name demo-N2SP \
+	    --output $(DEMO_OUT)/camera_denoised.png --figure $(DEMO_OUT)/camera_figure.png
+	$(PY) demo.py --n2s demo-N2S --n2sp demo-N2SP --out $(DEMO_OUT)
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest -q tests
+
+# Forget the demo models and results (the demo data set is kept).
+clean-demo:
+	rm -rf trained_models/demo-N2S trained_models/demo-N2SP $(DEMO_OUT)

@@ -1,0 +1,14 @@
+"""Mean PSNR of a Noise2Same model on the test set (default: the original test.py's model
+trained_models/N2S-3000 on BSD68, or the demo set when BSD68 is absent).
+
+    python test.py --verbose --csv results/n2s.csv
+"""
+from utils import cli
+
+
+def main(argv=None):
+    cli.test_main(argv, __doc__.splitlines()[0], name='N2S-3000', train_command='python train.py')
+
+
+if __name__ == '__main__':
+    cli.run(main)

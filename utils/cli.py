@@ -1,0 +1,176 @@
+"""What the scripts share: flags, settings resolved from the data set, one-line errors."""
+import argparse
+import csv
+import os
+import sys
+import traceback
+from typing import Callable, Dict, List, Optional
+
+from .checkpoint_utils import CheckpointError, latest_checkpoint
+from .datasets import DATASETS, Dataset, MissingDataError, get_dataset
+
+DATA_DIR = 'Denoising_data/'
+MODEL_DIR = 'trained_models/'
+SEED = 666
+
+
+def run(main: Callable[[Optional[List[str]]], None]) -> None:
+    """Run a script's main; expected failures end in one line on stderr and exit status 2
+    (set N2S_DEBUG=1 for the traceback), Ctrl-C in status 130."""
+    try:
+        main(None)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, CheckpointError, MissingDataError, OSError) as error:
+        if os.environ.get('N2S_DEBUG') == '1':
+            traceback.print_exc()
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f'error: {message}', file=sys.stderr)
+        sys.exit(2)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow (the initial weights)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
+    return value
+
+
+def parser(description: str, name: str) -> argparse.ArgumentParser:
+    """The flags every script has: where data and models are, which model, which data set."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--data-dir', default=DATA_DIR, help='folder of the data sets')
+    p.add_argument('--model-dir', default=MODEL_DIR, help='folder of the model directories')
+    p.add_argument('--name', default=name, help='model directory name under --model-dir')
+    p.add_argument('--dataset', default='auto', choices=['auto'] + sorted(DATASETS),
+                   help="data set; auto: bsd68 when its files are in --data-dir, else the "
+                        "offline demo set")
+    p.add_argument('--filters', type=positive_int, default=None,
+                   help='first_output_filters (network width); default: the saved model\'s, '
+                        'else 96. Stored with the model.')
+    return p
+
+
+def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
+    """Training flags; None defaults are filled from the data set's published settings."""
+    p.add_argument('--masking', choices=['gaussian', 'donut'], default=None,
+                   help='masking; default: the data set\'s (gaussian)')
+    p.add_argument('--lmbd', type=float, default=None,
+                   help='lambda of the N2S loss (2 x sigma); default: the data set\'s (2)')
+    p.add_argument('--mask-perc', type=float, default=0.5, help='percent of pixels masked')
+    p.add_argument('--batch-size', type=positive_int, default=None,
+                   help='default: the data set\'s (64 for bsd68 and demo)')
+    p.add_argument('--patch-size', type=positive_int, nargs='+', default=None,
+                   help='one size for every axis or one per axis; default: the data set\'s '
+                        '(64 for bsd68 and demo)')
+    p.add_argument('--steps', type=positive_int, default=None, help=steps_help)
+    p.add_argument('--save-steps', type=positive_int, default=100, help='checkpoint every')
+    p.add_argument('--log-steps', type=positive_int, default=100, help='TensorBoard log every')
+    p.add_argument('--seed', type=int, default=SEED, help='seed of weights and input pipeline')
+    p.add_argument('--init-from', default=None,
+                   help='model directory (TF2 or original TF1) whose weights initialise a new '
+                        'model; nothing is copied or written there')
+
+
+def training_settings(args: argparse.Namespace, dataset: Dataset) -> Dict:
+    """Flags with the data set's defaults filled in."""
+    defaults = dataset.training
+    patch = args.patch_size or defaults['patch_size']
+    if len(patch) == 1:
+        patch = patch * dataset.dim
+    if len(patch) != dataset.dim:
+        raise ValueError(f"--patch-size needs 1 or {dataset.dim} values for {dataset.name}, "
+                         f"got {len(patch)}")
+    return {'masking': args.masking or defaults['masking'],
+            'lmbd': defaults['lmbd'] if args.lmbd is None else args.lmbd,
+            'mask_perc': args.mask_perc, 'patch_size': list(patch),
+            'batch_size': args.batch_size or defaults['batch_size']}
+
+
+def model_kwargs(args: argparse.Namespace, dataset: Dataset) -> Dict:
+    """Constructor arguments of a model for `dataset` from the flags."""
+    return {'dim': dataset.dim, 'in_channels': dataset.in_channels,
+            'net_config': {'first_output_filters': args.filters} if args.filters else None}
+
+
+def resolve_dataset(args: argparse.Namespace) -> Dataset:
+    dataset = get_dataset(args.dataset, args.data_dir)
+    if args.dataset == 'auto':
+        print(f'dataset: {dataset.name} ({dataset.description})')
+    return dataset
+
+
+def require_checkpoint(model_dir: str, name: str, how: str) -> None:
+    """Exit early, with the command that makes one, when a model directory has no checkpoint."""
+    path = os.path.join(model_dir, name)
+    if latest_checkpoint(path) is None:
+        raise CheckpointError(f"no checkpoint in {path}: train one with '{how}' or pass "
+                              f"--model-dir/--name of an existing model")
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a text file through a temporary file and a rename."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: str, rows: List[Dict]) -> None:
+    """Write rows (dicts with the same keys) as CSV through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
+    try:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def test_main(argv: Optional[List[str]], description: str, name: str, train_command: str) -> None:
+    """test.py and test_pro.py: mean PSNR (and SSIM) of a model on a data set's test images."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from models import Noise2Same
+
+    p = parser(description, name=name)
+    p.add_argument('--verbose', action='store_true', help='print PSNR and SSIM per image')
+    p.add_argument('--csv', default=None, help='write per-image PSNR and SSIM to this CSV file')
+    args = p.parse_args(argv)
+    dataset = resolve_dataset(args)
+    dataset.test_images(args.data_dir)  # fail early on missing data
+    require_checkpoint(args.model_dir, args.name, train_command)
+    if args.csv and not os.path.isdir(os.path.dirname(os.path.abspath(args.csv))):
+        raise OSError(f"cannot write {args.csv}: its folder does not exist")
+    kwargs = model_kwargs(args, dataset)
+    model = Noise2Same(args.model_dir, args.name, net_config=kwargs['net_config'])
+    progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image')
+    rows = list(dataset.evaluate(model, args.data_dir, progress=progress))
+    if args.verbose:
+        for row in rows:
+            print(f"{row['group'] + ' ' if row['group'] else ''}{row['image']}: "
+                  f"PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
+    groups = sorted({row['group'] for row in rows})
+    for group in groups:
+        chosen = [row for row in rows if row['group'] == group]
+        label = f'{dataset.name} {group}'.strip()
+        print(f"{label}: mean PSNR {np.mean([r['psnr'] for r in chosen]):.2f} dB, mean SSIM "
+              f"{np.mean([r['ssim'] for r in chosen]):.4f} over {len(chosen)} images "
+              f"({args.model_dir.rstrip('/')}/{args.name})")
+    if args.csv:
+        write_csv_atomic(args.csv, rows)

@@ -1,0 +1,139 @@
+"""Reading and writing single images for test_single.py: PNG, JPEG, TIFF; 8/16-bit; grey, RGB,
+RGBA, palette. Arrays are (H, W) or (H, W, C), channels last."""
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+TIFF_SUFFIXES = ('.tif', '.tiff')
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's 'L' conversion
+
+
+@dataclass
+class LoadedImage:
+    """Pixels as read (dtype kept), the colour part as float64, and the alpha channel if any."""
+    pixels: np.ndarray
+    colour: np.ndarray
+    alpha: Optional[np.ndarray]
+
+    @property
+    def dtype(self):
+        return self.pixels.dtype
+
+
+def read_image(path: str) -> LoadedImage:
+    """Read an image file; palette images become RGB(A). Raises ValueError for non-images."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        if path.lower().endswith(TIFF_SUFFIXES):
+            import tifffile
+            pixels = tifffile.imread(path)
+        else:
+            from PIL import Image
+            with Image.open(path) as im:
+                if im.mode == 'P':
+                    im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
+                elif im.mode in ('1', 'CMYK', 'YCbCr', 'LAB', 'HSV'):
+                    im = im.convert('RGB' if im.mode != '1' else 'L')
+                pixels = np.array(im)
+    except Exception as error:  # PIL and tifffile raise many types for unreadable files
+        raise ValueError(f"cannot read {path} as an image ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}); give a PNG, "
+                         f"JPEG or TIFF file") from None
+    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # grey+alpha or RGBA
+        colour, alpha = pixels[..., :-1], pixels[..., -1]
+    else:
+        colour, alpha = pixels, None
+    if colour.ndim == 3 and colour.shape[-1] == 1:
+        colour = colour[..., 0]
+    if colour.ndim not in (2, 3) or (colour.ndim == 3 and colour.shape[-1] != 3):
+        raise ValueError(f"{path} has shape {pixels.shape}; expected a 2D grey, RGB or RGBA image")
+    return LoadedImage(pixels, colour.astype(np.float64), alpha)
+
+
+def model_input(image: LoadedImage, in_channels: int) -> np.ndarray:
+    """What a model of `in_channels` sees: the luminance for grey models (H, W), the RGB
+    channels for colour ones (H, W, 3); a grey image is repeated for a colour model."""
+    colour = image.colour
+    if in_channels == 1:
+        return colour @ LUMA if colour.ndim == 3 else colour
+    if in_channels == 3:
+        return colour if colour.ndim == 3 else np.repeat(colour[..., None], 3, axis=-1)
+    raise ValueError(f"test_single.py handles grey or RGB models, this one has {in_channels} "
+                     f"channels")
+
+
+def to_dtype(pixels: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Round and clip to the value range of `like`'s dtype (integers), or to its min..max
+    (floats), and cast: no wrap-around."""
+    if np.issubdtype(like.dtype, np.integer):
+        info = np.iinfo(like.dtype)
+        return np.clip(np.round(pixels), info.min, info.max).astype(like.dtype)
+    return np.clip(pixels, like.min(), like.max()).astype(like.dtype)
+
+
+def output_pixels(denoised: np.ndarray, image: LoadedImage) -> np.ndarray:
+    """The array to save: the input's dtype, its alpha channel re-attached."""
+    out = to_dtype(denoised, image.pixels)
+    if image.alpha is not None:
+        alpha = image.alpha[..., None]
+        out = np.concatenate([out[..., None] if out.ndim == 2 else out, alpha], axis=-1)
+    return out
+
+
+def write_image_atomic(path: str, pixels: np.ndarray) -> None:
+    """Save through a temporary file in the same folder and a rename (no partial files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"cannot write {path}: folder {folder} is not writable; choose --output")
+    suffix = os.path.splitext(path)[1].lower()
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+            tifffile.imwrite(tmp, pixels)
+        else:
+            from PIL import Image
+            fmt = {'.jpg': 'JPEG', '.jpeg': 'JPEG'}.get(suffix, 'PNG')
+            Image.fromarray(pixels).save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_figure_atomic(path: str, noisy: np.ndarray, denoised: np.ndarray, show: bool,
+                       title: str = '') -> None:
+    """Side-by-side figure of input and output (matplotlib, Agg unless `show`)."""
+    import matplotlib
+    if not show:
+        matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    low, high = float(np.min(noisy)), float(np.max(noisy))
+    scale = lambda x: np.clip((x - low) / max(high - low, 1e-12), 0, 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6 * noisy.shape[0] / max(noisy.shape[1], 1) + 1))
+    for ax, image, label in zip(axes, (noisy, denoised), ('input', 'denoised')):
+        ax.imshow(scale(image), cmap='gray' if image.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(label)
+        ax.axis('off')
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if show:
+        plt.show()
+    plt.close(fig)
