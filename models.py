@@ -11,6 +11,7 @@ Example
 >>> denoised = model.predict(noisy_image)          # (H, W) float, same scale as the input
 """
 import os
+import sys
 
 # oneDNN CPU kernels on, as in utils/__init__.py (whichever is imported first sets it).
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
@@ -213,8 +214,7 @@ class Noise2Same:
                 raise CheckpointError(
                     f"checkpoint {path} holds {name} of shape {tuple(value.shape)}, this model "
                     f"needs {tuple(variable.shape)}: dim, in_channels or widths differ")
-            variable.assign(value.astype(variable.dtype.name if hasattr(variable.dtype, 'name')
-                                         else variable.dtype))
+            variable.assign(tf.cast(value, variable.dtype))
         self._loaded = path
 
     def _restore_latest(self, checkpoint_path: Optional[str] = None) -> None:
@@ -303,7 +303,8 @@ class Noise2Same:
         dataset = training_dataset(source_lst, patch_size, batch_size, box, int(self.seed.numpy()),
                                    start, steps)
         bar = tqdm(total=steps, initial=start, disable=not verbose, unit='step',
-                   desc=f'{type(self).__name__} {self.name}', dynamic_ncols=True)
+                   desc=f'{type(self).__name__} {self.name}', dynamic_ncols=True,
+                   mininterval=1 if sys.stderr.isatty() else 30)
         for features, noise, mask in dataset:
             terms, raw_pred, masked_pred = self._train_step(features, noise, mask)
             step = int(self.global_step.numpy())

@@ -159,7 +159,8 @@ def test_main(argv: Optional[List[str]], description: str, name: str, train_comm
         raise OSError(f"cannot write {args.csv}: its folder does not exist")
     kwargs = model_kwargs(args, dataset)
     model = Noise2Same(args.model_dir, args.name, net_config=kwargs['net_config'])
-    progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image')
+    progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image',
+                                   mininterval=1 if sys.stderr.isatty() else 30)
     rows = list(dataset.evaluate(model, args.data_dir, progress=progress))
     if args.verbose:
         for row in rows:

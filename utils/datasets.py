@@ -29,7 +29,7 @@ class MissingDataError(FileNotFoundError):
 
 
 def normalise_each(images) -> np.ndarray:
-    """Each image minus its own mean, divided by its own std (per channel when `per_channel`)."""
+    """Each image minus its own mean, divided by its own std (as the original scripts do)."""
     return np.array([(x - x.mean()) / max(float(x.std()), 1e-12) for x in images], np.float32)
 
 
@@ -132,6 +132,11 @@ class Demo(BSD68):
 
     def root(self, data_dir):
         return os.path.join(data_dir, self.folder)
+
+    def test_images(self, data_dir):
+        names = [name for name, _ in self.test_crops]
+        return [TestImage(name, im.noisy, im.clean)
+                for name, im in zip(names, super().test_images(data_dir))]
 
     def path(self, data_dir, relative):
         if not os.path.exists(os.path.join(self.root(data_dir), self.files['gt'])):

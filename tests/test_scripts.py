@@ -1,0 +1,122 @@
+"""The scripts as a user runs them: --help, one-line errors, test_single's outputs."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+SCRIPTS = ['train.py', 'train_pro.py', 'test.py', 'test_pro.py', 'test_single.py', 'demo.py',
+           'download.py']
+
+
+def run(*args, cwd=ROOT):
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'N2S_DEBUG': '0'}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def error_lines(result):
+    """stderr without TensorFlow's start-up chatter."""
+    return [line for line in result.stderr.splitlines() if line.startswith('error:')
+            or 'Traceback' in line]
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_script_has_help(script):
+    result = run(ROOT / script, '--help')
+    assert result.returncode == 0 and 'usage:' in result.stdout
+
+
+def test_missing_data_is_one_line_naming_the_file_and_the_command(tmp_path):
+    result = run(ROOT / 'train.py', '--dataset', 'bsd68', '--data-dir', tmp_path,
+                 '--model-dir', tmp_path)
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and 'Traceback' not in result.stderr
+    assert 'DCNN400_train_gaussian25.npy' in lines[0]
+    assert 'python download.py --dataset bsd68' in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_testing_without_a_model_says_how_to_train_one(tmp_path):
+    result = run(ROOT / 'test_pro.py', '--dataset', 'demo', '--model-dir', tmp_path)
+    assert result.returncode == 2
+    assert 'python train_pro.py' in error_lines(result)[0]
+
+
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    """A width-4 model trained for 2 steps on random data through the library."""
+    from models import Noise2Same
+    base = tmp_path_factory.mktemp('models')
+    images = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
+    Noise2Same(str(base), 'tiny', net_config={'first_output_filters': 4}).train(
+        images, [16, 16], batch_size=2, steps=2, verbose=False, seed=0)
+    return base
+
+
+@pytest.mark.parametrize('mode,dtype', [('L', np.uint8), ('RGB', np.uint8), ('RGBA', np.uint8),
+                                        ('P', np.uint8), ('I;16', np.uint16)])
+def test_single_image_outputs_keep_dtype_and_never_touch_the_input(tmp_path, tiny_model,
+                                                                   mode, dtype):
+    rng = np.random.default_rng(1)
+    if mode == 'I;16':
+        pixels = rng.integers(0, 65535, (40, 30)).astype(np.uint16)
+        image = Image.fromarray(pixels)
+    else:
+        pixels = rng.integers(0, 255, (40, 30, 4)).astype(np.uint8)
+        image = Image.fromarray(pixels[..., :3]).convert(mode) if mode != 'RGBA' else \
+            Image.fromarray(pixels)
+    src = tmp_path / 'in.png'
+    image.save(src)
+    before = src.read_bytes()
+    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert src.read_bytes() == before
+    out = np.array(Image.open(tmp_path / 'in_denoised.png'))
+    assert out.dtype == dtype and out.shape[:2] == (40, 30)
+    if mode == 'RGBA':  # a grey model denoises the luminance; alpha is kept
+        np.testing.assert_array_equal(out[..., -1], pixels[..., 3])
+    assert (tmp_path / 'in_figure.png').stat().st_size > 0
+
+
+def test_single_image_clips_instead_of_wrapping(tmp_path, tiny_model):
+    # Bright and dark halves: a model's overshoot must saturate at 0 and 255, not wrap.
+    pixels = np.zeros((32, 32), np.uint8)
+    pixels[:, 16:] = 255
+    src = tmp_path / 'edge.png'
+    Image.fromarray(pixels).save(src)
+    from models import Noise2Same
+    raw = Noise2Same(str(tiny_model), 'tiny').predict(pixels.astype(np.float32))
+    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny')
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = np.array(Image.open(tmp_path / 'edge_denoised.png'))
+    np.testing.assert_array_equal(out, np.clip(np.round(raw), 0, 255).astype(np.uint8))
+
+
+def test_single_image_refuses_to_overwrite_its_input(tmp_path, tiny_model):
+    src = tmp_path / 'a.png'
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(src)
+    before = src.read_bytes()
+    result = run(ROOT / 'test_single.py', src, '--output', src, '--model-dir', tiny_model,
+                 '--name', 'tiny')
+    assert result.returncode == 2 and 'is the input image' in error_lines(result)[0]
+    assert src.read_bytes() == before
+
+
+def test_demo_set_is_built_offline_and_deterministically(tmp_path):
+    from utils.datasets import build_demo
+    build_demo(str(tmp_path / 'a'))
+    build_demo(str(tmp_path / 'b'))
+    for rel in ['train/DCNN400_train_gaussian25.npy', 'val/DCNN400_validation_gaussian25.npy']:
+        a, b = np.load(tmp_path / 'a' / rel), np.load(tmp_path / 'b' / rel)
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == np.float32 and a.shape[1:] == (180, 180)
+    noisy = np.load(tmp_path / 'a' / 'test/bsd68_gaussian25.npy', allow_pickle=True)
+    clean = np.load(tmp_path / 'a' / 'test/bsd68_groundtruth.npy', allow_pickle=True)
+    residual = np.concatenate([(n - c).ravel() for n, c in zip(noisy, clean)])
+    assert residual.std() == pytest.approx(25, rel=0.02)  # unclipped Gaussian sigma 25
