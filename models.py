@@ -244,7 +244,7 @@ class Noise2Same:
     def train(self, source_lst, patch_size: Sequence[int], validation=None, batch_size: int = 64,
               save_steps: int = 100, log_steps: int = 100, steps: int = 50000,
               seed: Optional[int] = None, init_from: Optional[str] = None,
-              verbose: bool = True) -> None:
+              verbose: bool = True) -> int:
         """Train until global step `steps`, resuming from the model directory's newest checkpoint.
 
         Parameters
@@ -262,8 +262,9 @@ class Noise2Same:
             statistics initialise this model when its own directory holds no checkpoint; the
             optimizer and the step counter start fresh, and nothing is written there.
 
-        Checkpoints (newest 2 kept) every `save_steps` and at the end; TensorBoard scalars
-        every `log_steps` into the model directory, validation into its 'eval' folder.
+        Checkpoints (newest 2 kept) every `save_steps`, at the end and on KeyboardInterrupt
+        (then re-raised); TensorBoard scalars every `log_steps` into the model directory,
+        validation into its 'eval' folder. Returns the number of steps trained (0: nothing to do).
         """
         for label, value in (('batch_size', batch_size), ('save_steps', save_steps),
                              ('log_steps', log_steps), ('steps', steps)):
@@ -285,9 +286,9 @@ class Noise2Same:
             self.restore(source, optimizer=False)
         start = int(self.global_step.numpy())
         if steps <= start:
-            print(f"nothing to do: {self.model_dir} is already at step {start} "
-                  f"(asked to train to step {steps})")
-            return
+            print(f"nothing to do: {self.model_dir} is already at step {start} (asked to train "
+                  f"to step {steps}); raise steps to train further")
+            return 0
         if seed is not None:
             self.seed.assign(seed)
         elif path is None or is_tf1_checkpoint(path):
@@ -305,29 +306,55 @@ class Noise2Same:
         bar = tqdm(total=steps, initial=start, disable=not verbose, unit='step',
                    desc=f'{type(self).__name__} {self.name}', dynamic_ncols=True,
                    mininterval=1 if sys.stderr.isatty() else 30)
-        for features, noise, mask in dataset:
-            terms, raw_pred, masked_pred = self._train_step(features, noise, mask)
+        saved = start
+        try:
+            for features, noise, mask in dataset:
+                terms, raw_pred, masked_pred = self._train_step(features, noise, mask)
+                step = int(self.global_step.numpy())
+                bar.update(1)
+                if step % log_steps == 0 or step == steps:
+                    values = {k: float(v) for k, v in terms.items()}
+                    bar.set_postfix({k[:3]: f'{values[k]:.4f}' for k in ('loss',) + TERMS})
+                    with writer.as_default(step=step):
+                        for key, value in values.items():
+                            tf.summary.scalar(f'loss_metric/{key}' if key in TERMS else key, value)
+                        self._image_summaries(features, noise, mask, raw_pred, masked_pred)
+                if step % save_steps == 0 or step == steps:
+                    self._save(manager, step)
+                    saved = step
+                    if validation is not None:
+                        scores = self.evaluate(validation, box)
+                        with eval_writer.as_default(step=step):
+                            for key, value in scores.items():
+                                tf.summary.scalar(f'loss_metric/{key}', value)
+                        bar.write(f'step {step}: validation ' + ', '.join(
+                            f'{k} {v:.5f}' for k, v in scores.items()))
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through utils.cli.run
             step = int(self.global_step.numpy())
-            bar.update(1)
-            if step % log_steps == 0 or step == steps:
-                values = {k: float(v) for k, v in terms.items()}
-                bar.set_postfix({k[:3]: f'{values[k]:.4f}' for k in ('loss',) + TERMS})
-                with writer.as_default(step=step):
-                    for key, value in values.items():
-                        tf.summary.scalar(f'loss_metric/{key}' if key in TERMS else key, value)
-                    self._image_summaries(features, noise, mask, raw_pred, masked_pred)
-            if step % save_steps == 0 or step == steps:
-                self._loaded = manager.save(checkpoint_number=step)
-                if validation is not None:
-                    scores = self.evaluate(validation, box)
-                    with eval_writer.as_default(step=step):
-                        for key, value in scores.items():
-                            tf.summary.scalar(f'loss_metric/{key}', value)
-                    bar.write(f'step {step}: validation ' + ', '.join(
-                        f'{k} {v:.5f}' for k, v in scores.items()))
-        bar.close()
-        writer.flush()
-        eval_writer.flush()
+            if step > saved:
+                self._save(manager, step)
+            bar.write(f'interrupted at step {step}; checkpoint {self._loaded} holds it',
+                      file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            writer.flush()
+            eval_writer.flush()
+        return steps - start
+
+    def _save(self, manager: tf.train.CheckpointManager, step: int) -> None:
+        """Write the checkpoint of `step`; on failure (e.g. a full disk) remove its partial
+        files and say which earlier checkpoint is intact."""
+        try:
+            self._loaded = manager.save(checkpoint_number=step)
+        except Exception as error:  # OSError, or tf.errors.* wrapping one
+            for leftover in tf.io.gfile.glob(os.path.join(self.model_dir, f'ckpt-{step}.*')):
+                tf.io.gfile.remove(leftover)
+            previous = latest_checkpoint(self.model_dir) or 'no earlier checkpoint'
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ''
+            raise CheckpointError(f"could not write the checkpoint of step {step} "
+                                  f"({type(error).__name__}: {first}); {previous} is intact"
+                                  ) from None
 
     def _check_validation(self, validation) -> np.ndarray:
         validation = np.asarray(validation, np.float32)
@@ -394,10 +421,16 @@ class Noise2Same:
         return np.concatenate([self._infer(tf.constant(batch[i:i + batch_size], tf.float32)).numpy()
                                for i in range(0, len(batch), batch_size)])
 
-    def _check_finite(self, image: np.ndarray) -> None:
+    def _check_values(self, image: np.ndarray, spatial: Sequence[int]) -> None:
+        """NaN/Inf and too-small images are errors (the U-Net needs 2**depth pixels per axis)."""
         bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
         if bad:
             raise ValueError(f"the input holds {bad} NaN or Inf values; replace them first")
+        least = 2 ** self.net.depth
+        for axis, size in enumerate(spatial):
+            if size < least:
+                raise ValueError(f"the input is {size} pixels along spatial axis {axis}; "
+                                 f"at least {least} are needed")
 
     def predict(self, image: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
                 checkpoint_path: Optional[str] = None, im_mean=None, im_std=None) -> np.ndarray:
@@ -409,7 +442,7 @@ class Noise2Same:
         """
         self._restore_latest(checkpoint_path)
         x, added = self._channels_last(image)
-        self._check_finite(x)
+        self._check_values(x, x.shape[:-1])
         mean, std = self._normalisers(x, im_mean, im_std)
         resizer = resizer or PadAndCropResizer()
         x = resizer.before((x - mean) / std, 2 ** self.net.depth, exclude=-1)
@@ -423,7 +456,7 @@ class Noise2Same:
         normalised together by the stack's mean and std unless given."""
         self._restore_latest(checkpoint_path)
         x, added = self._channels_last(images, leading=1)
-        self._check_finite(x)
+        self._check_values(x, x.shape[1:-1])
         mean, std = self._normalisers(x, im_mean, im_std)
         resizer = resizer or PadAndCropResizer()
         x = resizer.before((x - mean) / std, 2 ** self.net.depth, exclude=[0, -1])
@@ -441,7 +474,7 @@ class Noise2Same:
         """
         self._restore_latest(checkpoint_path)
         x, added = self._channels_last(image)
-        self._check_finite(x)
+        self._check_values(x, x.shape[:-1])
         mean, std = self._normalisers(x, im_mean, im_std)
         x = (x - mean) / std
         out = np.empty(x.shape, np.float32)

@@ -35,9 +35,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for path in (output, figure):
         if os.path.exists(args.image) and os.path.abspath(path) == os.path.abspath(args.image):
             raise ValueError(f"output {path} is the input image; choose another --output")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise OSError(f"cannot write {path}: folder {folder} is missing or read-only")
+        image_utils.check_writable(path)
     image = image_utils.read_image(args.image)
     cli.require_checkpoint(args.model_dir, args.name, 'python train_pro.py')
 

@@ -23,10 +23,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'],
                        masking=settings['masking'], mask_perc=settings['mask_perc'],
                        **cli.model_kwargs(args, dataset))
-    model.train(images, settings['patch_size'], validation=validation,
-                batch_size=settings['batch_size'], save_steps=args.save_steps,
-                log_steps=args.log_steps, steps=args.steps or dataset.training['steps'],
-                seed=args.seed, init_from=args.init_from)
+    trained = model.train(images, settings['patch_size'], validation=validation,
+                          batch_size=settings['batch_size'], save_steps=args.save_steps,
+                          log_steps=args.log_steps, steps=args.steps or dataset.training['steps'],
+                          seed=args.seed, init_from=args.init_from)
+    cli.exit_if_nothing_trained(trained)
 
 
 if __name__ == '__main__':

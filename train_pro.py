@@ -32,15 +32,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                   **cli.model_kwargs(args, dataset))
 
     cli.seed_everything(args.seed)
-    init_from = args.init_from
+    init_from, trained = args.init_from, 0
     if steps > args.pro_steps:  # phase one: Noise2Same
         model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'], **common)
-        model.train(images, settings['patch_size'], steps=steps - args.pro_steps,
-                    init_from=init_from, **fit)
+        trained += model.train(images, settings['patch_size'], steps=steps - args.pro_steps,
+                               init_from=init_from, **fit)
         init_from = None
     # phase two: the same checkpoint (weights, optimizer state, step) with the N2SP loss
     model = Noise2SamePro(args.model_dir, args.name, sigma_grad=not args.no_sigma_grad, **common)
-    model.train(images, settings['patch_size'], steps=steps, init_from=init_from, **fit)
+    trained += model.train(images, settings['patch_size'], steps=steps, init_from=init_from, **fit)
+    cli.exit_if_nothing_trained(trained)
 
 
 if __name__ == '__main__':

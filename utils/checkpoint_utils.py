@@ -7,6 +7,7 @@ TF2 checkpoint (tf.train.Checkpoint) stores the same dict, so both load through 
 import json
 import os
 import re
+import sys
 from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -34,31 +35,52 @@ def tf1_variable_names(network) -> Iterator[Tuple[str, object]]:
         yield from walk(f'main_unet/{scope}', block)
 
 
+def _unreadable(path: str, error: Exception) -> CheckpointError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CheckpointError(f"cannot read checkpoint {path} ({first}); it is truncated or "
+                           f"corrupted: restore it from a copy or delete it to use an older one")
+
+
 def latest_checkpoint(model_dir: str) -> Optional[str]:
     """Prefix of the newest checkpoint in `model_dir` (TF2 or TF1), or None."""
     if not os.path.isdir(model_dir):
         return None
-    path = tf.train.latest_checkpoint(model_dir)
-    if path is None and os.path.exists(os.path.join(model_dir, TF1_STATE_BACKUP)):
-        path = tf.train.latest_checkpoint(model_dir, latest_filename=TF1_STATE_BACKUP)
+    try:
+        path = tf.train.latest_checkpoint(model_dir)
+        if path is None and os.path.exists(os.path.join(model_dir, TF1_STATE_BACKUP)):
+            path = tf.train.latest_checkpoint(model_dir, latest_filename=TF1_STATE_BACKUP)
+    except Exception:  # a garbled 'checkpoint' index file: fall back to the files
+        path = None
+    if path is None:
+        path = _newest_by_number(model_dir)
+        if path is not None:
+            print(f"warning: the index file {os.path.join(model_dir, 'checkpoint')} is missing or "
+                  f"unreadable; using the newest checkpoint file {path}", file=sys.stderr)
     return path
+
+
+def _newest_by_number(model_dir: str) -> Optional[str]:
+    """The checkpoint prefix with the highest step number among ckpt-N / model.ckpt-N files."""
+    steps = {}
+    for name in os.listdir(model_dir):
+        match = re.fullmatch(r'((?:model\.)?ckpt-(\d+))\.index', name)
+        if match:
+            steps[int(match.group(2))] = os.path.join(model_dir, match.group(1))
+    return steps[max(steps)] if steps else None
 
 
 def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     """All variables of a checkpoint as {original name: array}; TF1 and TF2 alike."""
     try:
         reader = tf.train.load_checkpoint(path)
-    except Exception as error:  # tf raises several types for unreadable files
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}")
-    names = reader.get_variable_to_shape_map()
-    if TF1_MARKER in names:
-        return {name: reader.get_tensor(name) for name in names}
-    prefix, suffix = 'state/', '/.ATTRIBUTES/VARIABLE_VALUE'
-    values = {}
-    for key in names:
-        if key.startswith(prefix) and key.endswith(suffix):
-            name = key[len(prefix):-len(suffix)]
-            values[_unescape(name)] = reader.get_tensor(key)
+        names = reader.get_variable_to_shape_map()
+        if TF1_MARKER in names:
+            return {name: reader.get_tensor(name) for name in names}
+        prefix, suffix = 'state/', '/.ATTRIBUTES/VARIABLE_VALUE'
+        values = {_unescape(key[len(prefix):-len(suffix)]): reader.get_tensor(key)
+                  for key in names if key.startswith(prefix) and key.endswith(suffix)}
+    except Exception as error:  # TensorFlow raises several types for damaged files
+        raise _unreadable(path, error) from None
     if not values:
         raise CheckpointError(f"{path} is not a Noise2Same checkpoint (no 'main_unet' variables)")
     return values
@@ -66,7 +88,10 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
 
 def is_tf1_checkpoint(path: str) -> bool:
     """True when the checkpoint at `path` was written by the original TF1 code."""
-    return any(name == TF1_MARKER for name, _ in tf.train.list_variables(path))
+    try:
+        return any(name == TF1_MARKER for name, _ in tf.train.list_variables(path))
+    except Exception as error:
+        raise _unreadable(path, error) from None
 
 
 def _unescape(key: str) -> str:

@@ -2,6 +2,7 @@
 import argparse
 import csv
 import os
+import signal
 import sys
 import traceback
 from typing import Callable, Dict, List, Optional
@@ -17,6 +18,10 @@ SEED = 666
 def run(main: Callable[[Optional[List[str]]], None]) -> None:
     """Run a script's main; expected failures end in one line on stderr and exit status 2
     (set N2S_DEBUG=1 for the traceback), Ctrl-C in status 130."""
+    def terminate(signum, frame):
+        raise KeyboardInterrupt  # training saves a checkpoint on its way out
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         main(None)
     except KeyboardInterrupt:
@@ -34,6 +39,12 @@ def seed_everything(seed: int) -> None:
     """Seed Python, numpy and TensorFlow (the initial weights)."""
     import keras
     keras.utils.set_random_seed(seed)
+
+
+def exit_if_nothing_trained(steps_trained: int) -> None:
+    """Exit with status 1 when training had nothing to do (the library said why)."""
+    if steps_trained == 0:
+        sys.exit(1)
 
 
 def positive_int(text: str) -> int:
@@ -155,8 +166,9 @@ def test_main(argv: Optional[List[str]], description: str, name: str, train_comm
     dataset = resolve_dataset(args)
     dataset.test_images(args.data_dir)  # fail early on missing data
     require_checkpoint(args.model_dir, args.name, train_command)
-    if args.csv and not os.path.isdir(os.path.dirname(os.path.abspath(args.csv))):
-        raise OSError(f"cannot write {args.csv}: its folder does not exist")
+    if args.csv:
+        from .image_utils import check_writable
+        check_writable(args.csv)
     kwargs = model_kwargs(args, dataset)
     model = Noise2Same(args.model_dir, args.name, net_config=kwargs['net_config'])
     progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image',

@@ -28,8 +28,13 @@ class MissingDataError(FileNotFoundError):
     """A data file is missing; the message says how to get it."""
 
 
-def normalise_each(images) -> np.ndarray:
-    """Each image minus its own mean, divided by its own std (as the original scripts do)."""
+def normalise_each(images, what: str = 'training image') -> np.ndarray:
+    """Each image minus its own mean, divided by its own std (as the original scripts do);
+    a constant image becomes zeros. NaN or Inf values are an error that says how many."""
+    for i, x in enumerate(images):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(f"{what} {i} holds {bad} NaN or Inf values; clean the data")
     return np.array([(x - x.mean()) / max(float(x.std()), 1e-12) for x in images], np.float32)
 
 
@@ -109,7 +114,7 @@ class BSD68(Dataset):
     def training_data(self, data_dir):
         X = np.load(self.path(data_dir, self.files['train']), allow_pickle=True)
         X_val = np.load(self.path(data_dir, self.files['val']), allow_pickle=True)
-        return normalise_each(X)[..., None], normalise_each(X_val)[..., None]
+        return normalise_each(X)[..., None], normalise_each(X_val, 'validation image')[..., None]
 
     def test_images(self, data_dir):
         noisy = np.load(self.path(data_dir, self.files['test']), allow_pickle=True)

@@ -84,13 +84,25 @@ def output_pixels(denoised: np.ndarray, image: LoadedImage) -> np.ndarray:
     return out
 
 
-def write_image_atomic(path: str, pixels: np.ndarray) -> None:
-    """Save through a temporary file in the same folder and a rename (no partial files)."""
+def check_writable(path: str) -> None:
+    """Raise OSError unless a file can be created beside `path` (probes with a temporary file:
+    permission bits alone do not tell, e.g. for root or read-only mounts)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OSError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OSError(f"cannot write {path}: folder {folder} is not writable; choose --output")
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.probe-', dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(f"cannot write {path}: folder {folder} is not writable "
+                      f"({error.strerror}); choose another output path") from None
+
+
+def write_image_atomic(path: str, pixels: np.ndarray) -> None:
+    """Save through a temporary file in the same folder and a rename (no partial files)."""
+    check_writable(path)
+    folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1].lower()
     fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=folder)
     os.close(fd)
