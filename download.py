@@ -4,7 +4,6 @@
 Offline, it fails with one line saying where to put the files by hand.
 """
 import argparse
-import os
 from typing import List, Optional
 
 from utils import cli
@@ -23,11 +22,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'{args.dataset} is already in {args.data_dir}')
         return
     import gdown
-    os.makedirs(args.data_dir, exist_ok=True)
     try:
-        gdown.download_folder(DRIVE_FOLDER, output=args.data_dir, quiet=False, remaining_ok=True)
+        gdown.download_folder(DRIVE_FOLDER, output=args.data_dir, quiet=False)
     except Exception as error:  # gdown raises many types when offline or rate-limited
-        raise OSError(f"download failed ({type(error).__name__}); download {DRIVE_FOLDER} by "
+        raise OSError(f"download failed ({type(error).__name__}, no network?); download {DRIVE_FOLDER} by "
                       f"hand and put the {args.dataset} files under {args.data_dir} "
                       f"(layout: utils/datasets.py)") from None
     if not dataset.available(args.data_dir):

@@ -7,7 +7,6 @@ lmbd 2, model trained_models/N2S-3000, seed 666).
 from typing import List, Optional
 
 from utils import cli  # first: it sets TensorFlow's environment
-from models import Noise2Same
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -18,6 +17,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     dataset = cli.resolve_dataset(args)
     settings = cli.training_settings(args, dataset)
     images, validation = dataset.training_data(args.data_dir)
+    from models import Noise2Same  # imports TensorFlow
 
     cli.seed_everything(args.seed)
     model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'],

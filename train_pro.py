@@ -8,7 +8,6 @@ which 500 N2SP, model trained_models/N2S_PRO-8000-2, BSD68, batch 64, patch 64, 
 from typing import List, Optional
 
 from utils import cli  # first: it sets TensorFlow's environment
-from models import Noise2Same, Noise2SamePro
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -26,6 +25,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.pro_steps > steps:
         raise ValueError(f"--pro-steps {args.pro_steps} exceeds --steps {steps}")
     images, validation = dataset.training_data(args.data_dir)
+    from models import Noise2Same, Noise2SamePro  # imports TensorFlow
     fit = dict(validation=validation, batch_size=settings['batch_size'],
                save_steps=args.save_steps, log_steps=args.log_steps, seed=args.seed)
     common = dict(masking=settings['masking'], mask_perc=settings['mask_perc'],

@@ -1,4 +1,7 @@
-"""What the scripts share: flags, settings resolved from the data set, one-line errors."""
+"""What the scripts share: flags, settings resolved from the data set, one-line errors.
+
+TensorFlow is imported only once the flags are parsed, so --help and flag errors are instant.
+"""
 import argparse
 import csv
 import os
@@ -7,8 +10,7 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from .checkpoint_utils import CheckpointError, latest_checkpoint
-from .datasets import DATASETS, Dataset, MissingDataError, get_dataset
+from .datasets import DATASETS, Dataset, get_dataset
 
 DATA_DIR = 'Denoising_data/'
 MODEL_DIR = 'trained_models/'
@@ -27,7 +29,7 @@ def run(main: Callable[[Optional[List[str]]], None]) -> None:
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
-    except (ValueError, CheckpointError, MissingDataError, OSError) as error:
+    except (ValueError, OSError) as error:  # CheckpointError and MissingDataError among them
         if os.environ.get('N2S_DEBUG') == '1':
             traceback.print_exc()
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -121,6 +123,7 @@ def resolve_dataset(args: argparse.Namespace) -> Dataset:
 
 def require_checkpoint(model_dir: str, name: str, how: str) -> None:
     """Exit early, with the command that makes one, when a model directory has no checkpoint."""
+    from .checkpoint_utils import CheckpointError, latest_checkpoint  # imports TensorFlow
     path = os.path.join(model_dir, name)
     if latest_checkpoint(path) is None:
         raise CheckpointError(f"no checkpoint in {path}: train one with '{how}' or pass "
