@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import ROOT
 
 SCRIPTS = ['train.py', 'train_pro.py', 'test.py', 'test_pro.py', 'test_single.py', 'demo.py',
-           'download.py']
+           'download.py', 'export.py']
 
 
 def run(*args, cwd=ROOT):
