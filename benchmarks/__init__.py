@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.speed` (training, prediction and input-pipeline speed)."""
