@@ -5,20 +5,12 @@ demo test images; prints one table and writes it (markdown and CSV) under result
 """
 import argparse
 import os
-import time
 from typing import List, Optional
 
 from utils import cli  # first: it sets TensorFlow's environment
+from utils.baselines import nlm
 from utils.datasets import get_dataset
-from utils.evaluation_utils import PSNR, SSIM
-
-
-def nlm(noisy):
-    """scikit-image's non-local means with its own noise estimate (blind, like N2S)."""
-    from skimage.restoration import denoise_nl_means, estimate_sigma
-    sigma = float(estimate_sigma(noisy))
-    return denoise_nl_means(noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5,
-                            patch_distance=6)
+from utils.evaluation_utils import score_denoiser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -31,7 +23,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--n2sp', default='demo-N2SP', help='Noise2SamePro model name')
     p.add_argument('--out', default='results/demo', help='folder of table.md and table.csv')
     args = p.parse_args(argv)
-    import numpy as np
     from models import Noise2Same
 
     dataset = get_dataset(args.dataset, args.data_dir)
@@ -44,16 +35,10 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     rows = []
     for method, denoise in methods.items():
-        denoise(images[0].noisy)  # warm-up: the first call builds the TensorFlow graph
-        scores = []
-        for image in images:
-            start = time.perf_counter()
-            pred = denoise(image.noisy)
-            seconds = time.perf_counter() - start
-            scores.append((PSNR(image.clean, pred), SSIM(image.clean, pred), seconds))
-        psnr, ssim, seconds = np.mean(scores, axis=0)
-        rows.append({'method': method, 'psnr_db': round(psnr, 2), 'ssim': round(ssim, 4),
-                     'seconds_per_image': round(seconds, 3)})
+        score = score_denoiser(denoise, images)
+        rows.append({'method': method, 'psnr_db': round(score['psnr'], 2),
+                     'ssim': round(score['ssim'], 4),
+                     'seconds_per_image': round(score['seconds'], 3)})
 
     lines = [f"Demo test set ({dataset.name}: {', '.join(im.name for im in images)}; "
              f"{len(images)} images, Gaussian sigma 25)", '',

@@ -11,12 +11,14 @@ Example
 >>> denoised = model.predict(noisy_image)          # (H, W) float, same scale as the input
 """
 import os
+import shutil
 import sys
+import tempfile
 
 # oneDNN CPU kernels on, as in utils/__init__.py (whichever is imported first sets it).
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 
-from contextlib import contextmanager  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -29,9 +31,11 @@ from utils.checkpoint_utils import (CheckpointError, backup_tf1_state, infer_set
                                     is_tf1_checkpoint, latest_checkpoint, read_checkpoint,
                                     read_settings, tf1_variable_names, write_json_atomic,
                                     SETTINGS_FILE)
+from utils.distribute import is_chief
 from utils.predict_utils import PadAndCropResizer, get_coord
-from utils.train_utils import (TF1Adam, check_training_images, donut_average, learning_rate,
-                               mask_box_size, training_dataset, validation_batches)
+from utils.train_utils import (TF1Adam, batch_maker, check_training_images, donut_average,
+                               learning_rate, mask_box_size, training_dataset,
+                               validation_batches)
 
 training_config = {'base_learning_rate': 0.0004,
                    'lr_decay_steps': 5e3,
@@ -39,6 +43,10 @@ training_config = {'base_learning_rate': 0.0004,
                    'lr_staircase': True}
 
 MASKINGS = ('gaussian', 'donut')
+PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+# mixed_float16: the loss is multiplied by the scale; a step whose gradients overflow is skipped
+# and halves it, `growth_steps` finite steps in a row double it (Keras' LossScaleOptimizer rule)
+LOSS_SCALE = {'initial': 2.0 ** 15, 'growth_steps': 2000}
 _DEFAULTS = {'dim': 2, 'in_channels': 1, 'masking': 'gaussian', 'mask_perc': 0.5}
 TERMS = ('reconstruction', 'invariance', 'blind_spot')
 
@@ -66,6 +74,10 @@ class Noise2Same:
     opt_config : learning-rate schedule, as `training_config`.
     net_config : dict merged over `network_configure.conf_unet` (and `conf_basic_ops`).
         Default: the saved model's, else the defaults (width 96).
+    precision : 'float32' (default, as the original), 'mixed_bfloat16' (CPU or GPU) or
+        'mixed_float16' (GPU; with dynamic loss scaling in training): the U-Net's convolutions in
+        16 bits, weights, batch norm and loss in float32. A run-time choice, not saved: any
+        checkpoint can be trained further or used in any precision.
 
     Explicit arguments that contradict the saved model's architecture raise CheckpointError.
     """
@@ -73,7 +85,8 @@ class Noise2Same:
     def __init__(self, base_dir: str, name: str, dim: Optional[int] = None,
                  in_channels: Optional[int] = None, lmbd: Optional[float] = None,
                  masking: Optional[str] = None, mask_perc: Optional[float] = None,
-                 opt_config: Mapping = training_config, net_config: Optional[Mapping] = None):
+                 opt_config: Mapping = training_config, net_config: Optional[Mapping] = None,
+                 precision: str = 'float32'):
         self.base_dir, self.name = base_dir, name
         self.model_dir = os.path.join(base_dir, name)
         saved = self._saved_settings()
@@ -97,8 +110,18 @@ class Noise2Same:
             raise ValueError(f"mask_perc must be in (0, 100], got {self.mask_perc}")
         self.net_config = self._resolve_net_config(net_config, saved)
         self.opt_config = dict(opt_config)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self._strategy: Optional[tf.distribute.Strategy] = None
+        self._loaded: Optional[str] = None
+        self._build()
 
-        self.model = DenoisingNetwork(self.dim, self.in_channels, self.net_config)
+    def _build(self) -> None:
+        """Create the network, optimizer, counters and compiled functions (in the current
+        tf.distribute strategy's scope)."""
+        self.model = DenoisingNetwork(self.dim, self.in_channels, self.net_config,
+                                      precision=self.precision)
         self.net = self.model.unet
         named = list(tf1_variable_names(self.model))
         self.optimizer = TF1Adam([(n, v) for n, v in named if v.trainable])
@@ -106,7 +129,12 @@ class Noise2Same:
         self.seed = tf.Variable(0, dtype=tf.int64, trainable=False, name='seed')
         self._state = {**{n: v for n, v in named}, **self.optimizer.named_state(),
                        'global_step': self.global_step, 'input_pipeline/seed': self.seed}
-        self._loaded: Optional[str] = None
+        self.loss_scale = None  # dynamic loss scale of mixed_float16, and finite steps since
+        if self.precision == 'mixed_float16':
+            self.loss_scale = tf.Variable(LOSS_SCALE['initial'], trainable=False, name='loss_scale')
+            self._finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self._state.update({'loss_scale/scale': self.loss_scale,
+                                'loss_scale/finite_steps': self._finite_steps})
         self._train_step = tf.function(self._train_step_fn)
         self._infer = tf.function(lambda x: self.model(x, training=False), input_signature=[
             tf.TensorSpec([None] * (self.dim + 1) + [self.in_channels], tf.float32)])
@@ -148,22 +176,36 @@ class Noise2Same:
         replacement = noise if self.masking == 'gaussian' else donut_average(features)
         return (1.0 - mask) * features + mask * replacement
 
-    def loss_terms(self, features, noise, mask, training: bool):
-        """Both forward passes and the three terms (REFERENCE.md section 1).
+    def loss_sums(self, features, noise, mask, training: bool):
+        """Both forward passes and the sums the loss terms are ratios of (REFERENCE.md section 1).
 
         The masked pass runs first, then the raw pass; with training=True each normalises by its
         own batch statistics and updates the moving averages (two updates per step).
-        Returns ({'reconstruction', 'invariance', 'blind_spot'}, raw prediction, masked prediction).
+        Returns (sums (5,): [sum (raw - x)^2, number of values, sum (raw - masked)^2 * mask,
+        sum (x - masked)^2 * mask, number of masked values], raw prediction, masked prediction).
+        Sums, unlike means, add up over the replicas of a distributed batch.
         """
         masked_pred = self.model(self.masked_input(features, noise, mask), training=training)
         raw_pred = self.model(features, training=training)
-        n_masked = tf.maximum(tf.reduce_sum(mask), 1.0)
-        terms = {
-            'reconstruction': tf.reduce_mean(tf.square(raw_pred - features)),
-            'invariance': tf.reduce_sum(tf.square(raw_pred - masked_pred) * mask) / n_masked,
-            'blind_spot': tf.reduce_sum(tf.square(features - masked_pred) * mask) / n_masked,
-        }
-        return terms, raw_pred, masked_pred
+        sums = tf.stack([tf.reduce_sum(tf.square(raw_pred - features)),
+                         tf.cast(tf.size(features), tf.float32),
+                         tf.reduce_sum(tf.square(raw_pred - masked_pred) * mask),
+                         tf.reduce_sum(tf.square(features - masked_pred) * mask),
+                         tf.reduce_sum(mask)])
+        return sums, raw_pred, masked_pred
+
+    @staticmethod
+    def terms_from_sums(sums: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """{'reconstruction', 'invariance', 'blind_spot'}: the means of `loss_sums`' sums."""
+        n_masked = tf.maximum(sums[4], 1.0)
+        return {'reconstruction': sums[0] / sums[1], 'invariance': sums[2] / n_masked,
+                'blind_spot': sums[3] / n_masked}
+
+    def loss_terms(self, features, noise, mask, training: bool):
+        """The three terms of one batch: ({'reconstruction', 'invariance', 'blind_spot'},
+        raw prediction, masked prediction); see `loss_sums`."""
+        sums, raw_pred, masked_pred = self.loss_sums(features, noise, mask, training)
+        return self.terms_from_sums(sums), raw_pred, masked_pred
 
     def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """rec + lmbd * sqrt(inv), lmbd = 2 when not given."""
@@ -233,18 +275,97 @@ class Noise2Same:
         with tf.GradientTape() as tape:
             terms, raw_pred, masked_pred = self.loss_terms(features, noise, mask, training=True)
             loss = self.loss(terms)
+            scaled = loss * self.loss_scale if self.loss_scale is not None else loss
         variables = self.model.trainable_weights
-        gradients = tape.gradient(loss, variables)
-        lr = learning_rate(self.global_step, self.opt_config)
-        self.optimizer.apply(gradients, variables, lr)
-        self.global_step.assign_add(1)
-        terms.update(loss=loss, learning_rate=lr)
+        terms.update(loss=loss, learning_rate=self._apply(tape.gradient(scaled, variables),
+                                                          variables))
         return terms, raw_pred[:3], masked_pred[:3]
+
+    def _apply(self, gradients, variables) -> tf.Tensor:
+        """One Adam step with the gradients of the (scaled) loss; advances the global step.
+        Under mixed_float16 they are unscaled, and a step with Inf or NaN is skipped.
+        Returns the learning rate."""
+        lr = learning_rate(self.global_step, self.opt_config)
+        if self.loss_scale is None:
+            self.optimizer.apply(gradients, variables, lr)
+        else:
+            gradients = [g / self.loss_scale for g in gradients]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+            tf.cond(finite, lambda: self._finite_step(gradients, variables, lr),
+                    self._overflow_step)
+        self.global_step.assign_add(1)
+        return lr
+
+    def _finite_step(self, gradients, variables, lr):
+        self.optimizer.apply(gradients, variables, lr)
+        grow = self._finite_steps + 1 >= LOSS_SCALE['growth_steps']
+        self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
+        self._finite_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self._finite_steps + 1))
+        return tf.constant(True)
+
+    def _overflow_step(self):
+        self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
+        self._finite_steps.assign(0)
+        return tf.constant(False)
+
+    def _use_strategy(self, strategy: Optional[tf.distribute.Strategy],
+                      sync_batch_norm: bool) -> None:
+        """Re-create the variables in `strategy`'s scope (None: one device), keeping their values."""
+        if strategy is not self._strategy:
+            values = {name: variable.numpy() for name, variable in self._state.items()}
+            with strategy.scope() if strategy is not None else nullcontext():
+                self._build()
+            for name, variable in self._state.items():
+                variable.assign(values[name])
+            self._strategy = strategy
+        for layer in self.model._flatten_layers():
+            if hasattr(layer, 'synchronized'):
+                layer.synchronized = sync_batch_norm
+
+    def _distributed_step(self, make_batch, batch_size: int):
+        """A compiled training step over the replicas of `self._strategy`, given the step.
+
+        Replica r takes rows [r*b, (r+1)*b) of the step's global batch (b = batch_size /
+        replicas). The loss terms are ratios of sums over the GLOBAL batch; each replica
+        differentiates sum_k dL/dS_k * s_k (S_k the all-reduced sums, s_k its own), so the
+        all-reduced gradients are exactly those of the global loss, for any loss of the terms.
+        """
+        strategy, variables = self._strategy, self.model.trainable_weights
+        per_replica, total = batch_size // strategy.num_replicas_in_sync, tf.distribute.ReduceOp.SUM
+
+        def replica_step(step):
+            replica = tf.distribute.get_replica_context()
+            first = replica.replica_id_in_sync_group * per_replica
+            features, noise, mask = (t[first:first + per_replica] for t in make_batch(step))
+            with tf.GradientTape() as tape:
+                sums, raw_pred, masked_pred = self.loss_sums(features, noise, mask, training=True)
+                global_sums = replica.all_reduce(total, tf.stop_gradient(sums))
+                with tf.GradientTape() as inner:
+                    inner.watch(global_sums)
+                    terms = self.terms_from_sums(global_sums)
+                    loss = self.loss(terms)
+                weights = tf.stop_gradient(inner.gradient(loss, global_sums))
+                surrogate = tf.reduce_sum(weights * sums)
+                if self.loss_scale is not None:
+                    surrogate *= self.loss_scale
+            gradients = replica.all_reduce(total, tape.gradient(surrogate, variables))
+            terms['loss'] = loss
+            return gradients, terms, (features[:3], noise[:3], mask[:3]), raw_pred[:3], masked_pred[:3]
+
+        @tf.function
+        def step_fn(step):
+            results = strategy.run(replica_step, args=(step,))
+            gradients, terms, batch, raw_pred, masked_pred = tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], results)
+            terms['learning_rate'] = self._apply(gradients, variables)  # cross-replica: every copy alike
+            return (terms, raw_pred, masked_pred), batch
+        return step_fn
 
     def train(self, source_lst, patch_size: Sequence[int], validation=None, batch_size: int = 64,
               save_steps: int = 100, log_steps: int = 100, steps: int = 50000,
               seed: Optional[int] = None, init_from: Optional[str] = None,
-              verbose: bool = True) -> int:
+              verbose: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
+              sync_batch_norm: bool = False) -> int:
         """Train until global step `steps`, resuming from the model directory's newest checkpoint.
 
         Parameters
@@ -261,6 +382,11 @@ class Noise2Same:
         init_from : a model directory (TF1 or TF2) whose newest weights and batch-norm
             statistics initialise this model when its own directory holds no checkpoint; the
             optimizer and the step counter start fresh, and nothing is written there.
+        strategy : a tf.distribute.Strategy (None: one device; see utils.distribute). The
+            global batch `batch_size` is split over its replicas and the loss is that of the
+            global batch. In a cluster only the chief writes checkpoints and summaries.
+        sync_batch_norm : normalise by the statistics of the global batch (all-reduced) instead
+            of each replica's own (the usual MirroredStrategy behaviour, the default).
 
         Checkpoints (newest 2 kept) every `save_steps`, at the end and on KeyboardInterrupt
         (then re-raised); TensorBoard scalars every `log_steps` into the model directory,
@@ -275,6 +401,12 @@ class Noise2Same:
         if validation is not None:
             validation = self._check_validation(validation)
 
+        self._use_strategy(strategy, sync_batch_norm)
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        if batch_size % replicas:
+            raise ValueError(f"batch_size {batch_size} does not split over {replicas} replicas; "
+                             f"use a multiple of {replicas}")
+        chief = is_chief(strategy)
         os.makedirs(self.model_dir, exist_ok=True)
         path = latest_checkpoint(self.model_dir)
         if path is not None:
@@ -294,22 +426,33 @@ class Noise2Same:
         elif path is None or is_tf1_checkpoint(path):
             self.seed.assign(int(np.random.SeedSequence().entropy % 2 ** 31))
 
-        backup_tf1_state(self.model_dir)
-        write_json_atomic(os.path.join(self.model_dir, SETTINGS_FILE), self.settings())
+        if chief:
+            backup_tf1_state(self.model_dir)
+            write_json_atomic(os.path.join(self.model_dir, SETTINGS_FILE), self.settings())
+        # every worker of a cluster saves (reading distributed variables is collective); only
+        # the chief's checkpoints and summaries are kept
+        save_dir = self.model_dir if chief else tempfile.mkdtemp(prefix='worker-ckpt-')
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(state=self._state),
-                                             self.model_dir, max_to_keep=2, checkpoint_name='ckpt')
-        writer = tf.summary.create_file_writer(self.model_dir)
-        eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, 'eval'))
+                                             save_dir, max_to_keep=2, checkpoint_name='ckpt')
+        new_writer = tf.summary.create_file_writer if chief else (
+            lambda folder: tf.summary.create_noop_writer())
+        writer = new_writer(self.model_dir)
+        eval_writer = new_writer(os.path.join(self.model_dir, 'eval'))
         box = mask_box_size(self.mask_perc)
-        dataset = training_dataset(source_lst, patch_size, batch_size, box, int(self.seed.numpy()),
-                                   start, steps)
-        bar = tqdm(total=steps, initial=start, disable=not verbose, unit='step',
+        seed = int(self.seed.numpy())
+        if strategy is None:
+            batches = ((self._train_step(*batch), batch) for batch in training_dataset(
+                source_lst, patch_size, batch_size, box, seed, start, steps))
+        else:
+            step_fn = self._distributed_step(
+                batch_maker(source_lst, patch_size, batch_size, box, seed), batch_size)
+            batches = (step_fn(tf.constant(s, tf.int64)) for s in range(start, steps))
+        bar = tqdm(total=steps, initial=start, disable=not (verbose and chief), unit='step',
                    desc=f'{type(self).__name__} {self.name}', dynamic_ncols=True,
                    mininterval=1 if sys.stderr.isatty() else 30)
         saved = start
         try:
-            for features, noise, mask in dataset:
-                terms, raw_pred, masked_pred = self._train_step(features, noise, mask)
+            for (terms, raw_pred, masked_pred), (features, noise, mask) in batches:
                 step = int(self.global_step.numpy())
                 bar.update(1)
                 if step % log_steps == 0 or step == steps:
@@ -327,8 +470,9 @@ class Noise2Same:
                         with eval_writer.as_default(step=step):
                             for key, value in scores.items():
                                 tf.summary.scalar(f'loss_metric/{key}', value)
-                        bar.write(f'step {step}: validation ' + ', '.join(
-                            f'{k} {v:.5f}' for k, v in scores.items()))
+                        if chief:
+                            bar.write(f'step {step}: validation ' + ', '.join(
+                                f'{k} {v:.5f}' for k, v in scores.items()))
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through utils.cli.run
             step = int(self.global_step.numpy())
             if step > saved:
@@ -340,15 +484,18 @@ class Noise2Same:
             bar.close()
             writer.flush()
             eval_writer.flush()
+            if not chief:
+                shutil.rmtree(save_dir, ignore_errors=True)
         return steps - start
 
     def _save(self, manager: tf.train.CheckpointManager, step: int) -> None:
         """Write the checkpoint of `step`; on failure (e.g. a full disk) remove its partial
         files and say which earlier checkpoint is intact."""
         try:
-            self._loaded = manager.save(checkpoint_number=step)
+            written = manager.save(checkpoint_number=step)
+            self._loaded = os.path.join(self.model_dir, os.path.basename(written))
         except Exception as error:  # OSError, or tf.errors.* wrapping one
-            for leftover in tf.io.gfile.glob(os.path.join(self.model_dir, f'ckpt-{step}.*')):
+            for leftover in tf.io.gfile.glob(os.path.join(manager.directory, f'ckpt-{step}.*')):
                 tf.io.gfile.remove(leftover)
             previous = latest_checkpoint(self.model_dir) or 'no earlier checkpoint'
             first = str(error).strip().splitlines()[0] if str(error).strip() else ''

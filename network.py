@@ -32,7 +32,7 @@ class UNet(keras.Model):
     """
 
     def __init__(self, dim: int, conf: Mapping, in_channels: int = 1, name: str = 'main_unet'):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype=conf.get('precision'))
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim!r}")
         self.dim, self.depth = dim, conf['depth']
@@ -98,11 +98,16 @@ class UNet(keras.Model):
 
 class DenoisingNetwork(keras.Model):
     """f(x): the U-Net followed by the head BN ('unet_out'), ReLU and a 1x1 convolution
-    ('out_conv') back to `in_channels`. Input and output: (batch, spatial..., in_channels)."""
+    ('out_conv') back to `in_channels`. Input and output: (batch, spatial..., in_channels),
+    float32; `precision` 'mixed_bfloat16' or 'mixed_float16' runs the U-Net's convolutions in
+    16 bits (weights stay float32)."""
 
-    def __init__(self, dim: int, in_channels: int, conf: Mapping, name: str = 'denoiser'):
+    def __init__(self, dim: int, in_channels: int, conf: Mapping, name: str = 'denoiser',
+                 precision: str = 'float32'):
         super().__init__(name=name)
-        self.unet = UNet(dim, conf, in_channels)
+        # U-Net convolutions in `precision` (a Keras dtype policy); batch norms and the head's
+        # 1x1 convolution in float32, so the output is float32
+        self.unet = UNet(dim, {**conf, 'precision': precision}, in_channels)
         self.unet_out = batch_norm('unet_out', conf)
         self.activation = relu(conf)
         self.out_conv = convolution(dim, in_channels, 1, 1, False, 'out_conv', conf)

@@ -22,7 +22,7 @@ class ResBlock(keras.layers.Layer):
 
     def __init__(self, dim: int, in_filters: int, filters: int, conf: Mapping, name: str,
                  downsample: bool = False):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype=conf.get('precision'))
         self.activation = relu(conf)
         self.batch_norm_1 = batch_norm('batch_norm_1', conf)
         self.batch_norm_2 = batch_norm('batch_norm_2', conf)
@@ -56,7 +56,7 @@ class DownConvolution(keras.layers.Layer):
     """Downsampling by one 2x2 stride-2 convolution with bias (scope 'downsampling/convolution')."""
 
     def __init__(self, dim: int, filters: int, conf: Mapping, name: str = 'downsampling'):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype=conf.get('precision'))
         self.convolution = convolution(dim, filters, 2, 2, True, 'convolution', conf)
 
     @property
@@ -72,7 +72,7 @@ class UpTransposedConvolution(keras.layers.Layer):
     (scope 'upsampling/transposed_convolution')."""
 
     def __init__(self, dim: int, filters: int, conf: Mapping, name: str = 'upsampling'):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype=conf.get('precision'))
         self.transposed_convolution = transposed_convolution(dim, filters, 2, 2, True,
                                                              'transposed_convolution', conf)
 

@@ -19,7 +19,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('image', help='input image file (never modified)')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
-    p.add_argument('--name', default='N2S_PRO-8000-2', help='model directory name')
+    p.add_argument('--name', default='demo32-N2SP',
+                   help='model directory name (default: the shipped CPU-trained demo model)')
     p.add_argument('--output', default=None, help='denoised image (default: <image>_denoised '
                                                   'with the input\'s extension, beside it)')
     p.add_argument('--figure', default=None, help='figure PNG (default: <image>_figure.png)')
@@ -27,6 +28,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--tile-size', type=cli.positive_int, default=512,
                    help=f'tile size for images over {TILE_ABOVE} pixels')
     p.add_argument('--margin', type=cli.positive_int, default=32, help='tile overlap / 2')
+    cli.add_precision_flag(p)
     args = p.parse_args(argv)
 
     stem, suffix = os.path.splitext(args.image)
@@ -40,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     cli.require_checkpoint(args.model_dir, args.name, 'python train_pro.py')
 
     from models import Noise2Same
-    model = Noise2Same(args.model_dir, args.name)
+    model = Noise2Same(args.model_dir, args.name, precision=args.precision)
     x = image_utils.model_input(image, model.in_channels)
     if x.shape[0] * x.shape[1] > TILE_ABOVE:
         denoised = model.crop_predict(x, args.tile_size, args.margin)

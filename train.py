@@ -3,6 +3,7 @@ lmbd 2, model trained_models/N2S-3000, seed 666).
 
     python train.py                                   # the original run (demo set when BSD68 is absent)
     python train.py --dataset demo --filters 16 --steps 600 --batch-size 16 --name demo-N2S
+    python train.py --strategy mirrored               # the global batch split over all local GPUs
 """
 from typing import List, Optional
 
@@ -19,6 +20,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     images, validation = dataset.training_data(args.data_dir)
     from models import Noise2Same  # imports TensorFlow
 
+    distribution = cli.distribution(args)
     cli.seed_everything(args.seed)
     model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'],
                        masking=settings['masking'], mask_perc=settings['mask_perc'],
@@ -26,7 +28,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     trained = model.train(images, settings['patch_size'], validation=validation,
                           batch_size=settings['batch_size'], save_steps=args.save_steps,
                           log_steps=args.log_steps, steps=args.steps or dataset.training['steps'],
-                          seed=args.seed, init_from=args.init_from)
+                          seed=args.seed, init_from=args.init_from, **distribution)
     cli.exit_if_nothing_trained(trained)
 
 

@@ -27,7 +27,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     images, validation = dataset.training_data(args.data_dir)
     from models import Noise2Same, Noise2SamePro  # imports TensorFlow
     fit = dict(validation=validation, batch_size=settings['batch_size'],
-               save_steps=args.save_steps, log_steps=args.log_steps, seed=args.seed)
+               save_steps=args.save_steps, log_steps=args.log_steps, seed=args.seed,
+               **cli.distribution(args))
     common = dict(masking=settings['masking'], mask_perc=settings['mask_perc'],
                   **cli.model_kwargs(args, dataset))
 

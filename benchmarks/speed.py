@@ -3,8 +3,11 @@
     python -m benchmarks.speed                   # width 96 and 32, batch 16, patch 64 (about 5 min on 2 cores)
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
 
-GFLOP/s use the work per 64x64 training image measured for the original network (REFERENCE
-anchors in issue 7: 54.4 GFLOP at width 96, 6.05 at width 32), scaled by width^2 for others.
+Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
+width. GFLOP/s use the work per 64x64 training image measured for the original network (issue 7
+anchors: 54.4 GFLOP at width 96, 6.05 at width 32), scaled by width^2 for other widths; the
+practical peak is a 4096x4096 float32 matrix product, in numpy and in TensorFlow, measured in
+the same run. Median, min and max over --steps timed steps after --warmup ones.
 """
 import argparse
 import json
@@ -34,38 +37,83 @@ def timed(fn, repeats: int) -> List[float]:
     return out
 
 
-def bench_training(width: int, batch: int, steps: int, warmup: int) -> Dict:
+def summary(times: List[float]) -> Dict:
+    return {'median_s': statistics.median(times), 'min_s': min(times), 'max_s': max(times)}
+
+
+def matmul_peak(repeats: int = 5) -> Dict[str, float]:
+    """GFLOP/s of a 4096x4096 float32 matrix product in numpy and in TensorFlow."""
+    import numpy as np
+    import tensorflow as tf
+    a = np.random.default_rng(0).random((4096, 4096), dtype=np.float32)
+    flop = 2 * 4096 ** 3 / 1e9
+    product = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x)))
+    x = tf.constant(a)
+    a @ a, float(product(x))  # warm-up
+    np_times = timed(lambda: a @ a, repeats)
+    tf_times = timed(lambda: float(product(x)), repeats)
+    return {'numpy_gflops': flop / statistics.median(np_times),
+            'tensorflow_gflops': flop / statistics.median(tf_times)}
+
+
+def bench_training(width: int, batch: int, steps: int, warmup: int,
+                   precision: str = 'float32', xla: bool = False) -> Dict:
+    """Training steps (both passes, backward, Adam) on batches from the real input pipeline."""
     import numpy as np
     import tensorflow as tf
     from models import Noise2Same
     from utils.train_utils import mask_box_size, training_dataset
     with tempfile.TemporaryDirectory() as folder:
-        model = Noise2Same(folder, 'bench', net_config={'first_output_filters': width})
+        model = Noise2Same(folder, 'bench', net_config={'first_output_filters': width},
+                           precision=precision)
+        step_fn = tf.function(model._train_step_fn, jit_compile=True) if xla else model._train_step
         images = np.random.default_rng(0).normal(size=(32, 180, 180, 1)).astype(np.float32)
         batches = iter(training_dataset(images, [64, 64], batch, mask_box_size(0.5), 0, 0,
                                         warmup + steps + 1))
-        step = lambda: float(model._train_step(*next(batches))[0]['loss'])
+        step = lambda: float(step_fn(*next(batches))[0]['loss'])
         timed(step, warmup)
         times = timed(step, steps)
         pipeline = timed(lambda: next(batches), 1)  # one batch on its own, after the steps
-    median = statistics.median(times)
-    return {'width': width, 'batch': batch, 'median_s': median, 'min_s': min(times),
-            'max_s': max(times), 'images_per_s': batch / median,
-            'gflops': gflop_per_image(width) * batch / median, 'pipeline_s': pipeline[0]}
+    result = {'width': width, 'batch': batch, 'precision': precision, 'xla': xla,
+              **summary(times), 'pipeline_s': pipeline[0]}
+    result['images_per_s'] = batch / result['median_s']
+    result['gflops'] = gflop_per_image(width) * batch / result['median_s']
+    return result
 
 
-def bench_prediction(width: int, shape, repeats: int) -> Dict:
+def bench_prediction(width: int, shape, repeats: int, precision: str = 'float32') -> Dict:
+    """`predict` of one image (normalisation, padding, network, crop) with untrained weights."""
     import numpy as np
     from models import Noise2Same
     with tempfile.TemporaryDirectory() as folder:
-        dim = len(shape)
-        model = Noise2Same(folder, 'bench', dim=dim, net_config={'first_output_filters': width})
+        model = Noise2Same(folder, 'bench', dim=len(shape),
+                           net_config={'first_output_filters': width}, precision=precision)
         model._loaded = 'in memory'  # untrained weights are fine for timing
         image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        model.predict(image)
+        model.predict(image)  # compiles for this shape
         times = timed(lambda: model.predict(image), repeats)
-    return {'width': width, 'shape': list(shape), 'median_s': statistics.median(times),
-            'min_s': min(times), 'max_s': max(times)}
+    return {'width': width, 'shape': list(shape), 'precision': precision, **summary(times)}
+
+
+def table(results: Dict) -> str:
+    peak = results['peak']
+    lines = [f"machine: {results['machine']}; 4096x4096 float32 matmul: numpy "
+             f"{peak['numpy_gflops']:.0f} GFLOP/s, TensorFlow {peak['tensorflow_gflops']:.0f}",
+             '', '| training, patch 64 | s/step median (min-max) | images/s | GFLOP/s | '
+             '% of TF matmul | pipeline s/batch |', '|---|---|---|---|---|---|']
+    for r in results['training']:
+        label = f"width {r['width']}, batch {r['batch']}, {r['precision']}" + \
+            (', XLA' if r['xla'] else '')
+        lines.append(f"| {label} | {r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}) | "
+                     f"{r['images_per_s']:.1f} | {r['gflops']:.0f} | "
+                     f"{100 * r['gflops'] / peak['tensorflow_gflops']:.0f} % | "
+                     f"{r['pipeline_s']:.4f} |")
+    lines += ['', '| prediction, one image | s median (min-max) |', '|---|---|']
+    for r in results['prediction']:
+        lines.append(f"| width {r['width']}, {'x'.join(map(str, r['shape']))}, {r['precision']} "
+                     f"| {r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}) |")
+    lines.append(f"\npeak memory (RSS): {results['peak_rss_mb']:.0f} MB")
+    return '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -75,25 +123,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--warmup', type=cli.positive_int, default=2)
     p.add_argument('--out', default='results/speed.json')
     args = p.parse_args(argv)
-    widths = (16, 8) if args.quick else (96, 32)
-    results = {'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
-               'training': [bench_training(w, 16, args.steps, args.warmup) for w in widths],
-               'prediction': [bench_prediction(widths[0], (481, 321), args.steps),
-                              bench_prediction(widths[1], (481, 321), args.steps),
-                              bench_prediction(widths[1], (32, 128, 128), max(2, args.steps // 2))]}
+    wide, narrow = (16, 8) if args.quick else (96, 32)
+    train = lambda width, **kw: bench_training(width, 16, args.steps, args.warmup, **kw)
+    predict = lambda width, shape, **kw: bench_prediction(width, shape, args.steps, **kw)
+    results = {
+        'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+        'peak': matmul_peak(),
+        'training': [train(wide), train(narrow), train(wide, precision='mixed_bfloat16'),
+                     train(narrow, precision='mixed_bfloat16'), train(narrow, xla=True)],
+        'prediction': [predict(wide, (481, 321)), predict(narrow, (481, 321)),
+                       predict(wide, (481, 321), precision='mixed_bfloat16'),
+                       predict(narrow, (32, 128, 128))]}
     results['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"machine: {results['machine']}")
-    print('| training | s/step median (min-max) | images/s | GFLOP/s | pipeline s/batch |')
-    print('|---|---|---|---|---|')
-    for r in results['training']:
-        print(f"| width {r['width']}, batch {r['batch']}, patch 64 | {r['median_s']:.2f} "
-              f"({r['min_s']:.2f}-{r['max_s']:.2f}) | {r['images_per_s']:.1f} | "
-              f"{r['gflops']:.0f} | {r['pipeline_s']:.4f} |")
-    print('| prediction | s median (min-max) |\n|---|---|')
-    for r in results['prediction']:
-        print(f"| width {r['width']}, {'x'.join(map(str, r['shape']))} | {r['median_s']:.2f} "
-              f"({r['min_s']:.2f}-{r['max_s']:.2f}) |")
-    print(f"peak memory (RSS): {results['peak_rss_mb']:.0f} MB")
+    print(table(results))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     cli.write_text_atomic(args.out, json.dumps(results, indent=2) + '\n')
 

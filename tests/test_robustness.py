@@ -213,14 +213,17 @@ def test_output_in_a_missing_or_read_only_folder(tiny, tmp_path, where):
 def test_interrupted_training_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
     proc = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *TINY_TRAIN, '--steps',
-                             '100000', '--save-steps', '100000', '--model-dir', str(tmp_path),
-                             '--name', 'm'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    events = tmp_path / 'm'
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(events.glob('events.out.tfevents.*')):
-        time.sleep(0.5)
-    time.sleep(4)  # a few steps
+                             '100000', '--save-steps', '100000', '--log-steps', '1',
+                             '--model-dir', str(tmp_path), '--name', 'm'], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((tmp_path / 'm').glob('events.out.tfevents.*')):
+        time.sleep(0.2)
+    events = next((tmp_path / 'm').glob('events.out.tfevents.*'))
+    empty = events.stat().st_size
+    while time.time() < deadline and events.stat().st_size <= empty:
+        time.sleep(0.2)  # grows once step 1 is logged (flushed by TensorBoard's writer)
+    time.sleep(1)  # a few more steps
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]

@@ -140,3 +140,18 @@ def test_single_large_image_is_tiled_and_matches_whole_image_prediction(tmp_path
     expected = np.clip(np.round(tile), 0, 255).astype(np.uint8)
     kept = (slice(0, 512 - 32), slice(0, 512 - 32))
     assert np.mean(out[kept] == expected[kept]) > 0.99  # rounding of float ties aside
+
+
+def test_single_with_defaults_uses_the_shipped_model_and_denoises(tmp_path):
+    """`python test_single.py photo.png` right after install: the shipped demo32-N2SP model."""
+    from skimage import data
+    from utils.evaluation_utils import PSNR
+    clean = data.camera()[256:384, 128:320].astype(np.float64)
+    noisy = np.clip(np.round(clean + np.random.default_rng(7).normal(0, 25, clean.shape)), 0, 255)
+    src = tmp_path / 'photo.png'
+    Image.fromarray(noisy.astype(np.uint8)).save(src)
+    result = run(ROOT / 'test_single.py', src)
+    assert result.returncode == 0, result.stderr[-2000:]
+    denoised = np.array(Image.open(tmp_path / 'photo_denoised.png')).astype(np.float64)
+    assert (tmp_path / 'photo_figure.png').exists()
+    assert PSNR(clean, denoised) > PSNR(clean, noisy) + 4  # a trained denoiser, not a copy

@@ -69,7 +69,16 @@ def parser(description: str, name: str) -> argparse.ArgumentParser:
     p.add_argument('--filters', type=positive_int, default=None,
                    help='first_output_filters (network width); default: the saved model\'s, '
                         'else 96. Stored with the model.')
+    add_precision_flag(p)
     return p
+
+
+def add_precision_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--precision', default='float32',
+                   choices=['float32', 'mixed_bfloat16', 'mixed_float16'],
+                   help='arithmetic of the convolutions: float32 (as the original), bfloat16 '
+                        '(CPUs with AVX512-BF16 or AMX, recent GPUs) or float16 (GPUs; training '
+                        'with loss scaling); weights stay float32')
 
 
 def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
@@ -91,6 +100,23 @@ def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
     p.add_argument('--init-from', default=None,
                    help='model directory (TF2 or original TF1) whose weights initialise a new '
                         'model; nothing is copied or written there')
+    p.add_argument('--strategy', choices=['default', 'mirrored', 'multiworker'],
+                   default='default', help='tf.distribute strategy: one device, all local GPUs '
+                   '(or --cpu-devices logical CPUs), or the TF_CONFIG cluster')
+    p.add_argument('--cpu-devices', type=positive_int, default=1,
+                   help='split the CPU into this many logical devices (to try --strategy '
+                        'mirrored without GPUs)')
+    p.add_argument('--sync-batch-norm', action='store_true',
+                   help='batch statistics of the global batch, all-reduced over replicas '
+                        '(default: each replica its own, as usual with MirroredStrategy)')
+
+
+def distribution(args: argparse.Namespace) -> Dict:
+    """train() arguments `strategy` and `sync_batch_norm` from the flags; call it before
+    creating a model (splitting the CPU must precede TensorFlow's start)."""
+    from .distribute import make_strategy
+    return {'strategy': make_strategy(args.strategy, args.cpu_devices),
+            'sync_batch_norm': args.sync_batch_norm}
 
 
 def training_settings(args: argparse.Namespace, dataset: Dataset) -> Dict:
@@ -110,7 +136,7 @@ def training_settings(args: argparse.Namespace, dataset: Dataset) -> Dict:
 
 def model_kwargs(args: argparse.Namespace, dataset: Dataset) -> Dict:
     """Constructor arguments of a model for `dataset` from the flags."""
-    return {'dim': dataset.dim, 'in_channels': dataset.in_channels,
+    return {'dim': dataset.dim, 'in_channels': dataset.in_channels, 'precision': args.precision,
             'net_config': {'first_output_filters': args.filters} if args.filters else None}
 
 
@@ -173,7 +199,8 @@ def test_main(argv: Optional[List[str]], description: str, name: str, train_comm
         from .image_utils import check_writable
         check_writable(args.csv)
     kwargs = model_kwargs(args, dataset)
-    model = Noise2Same(args.model_dir, args.name, net_config=kwargs['net_config'])
+    model = Noise2Same(args.model_dir, args.name, net_config=kwargs['net_config'],
+                       precision=args.precision)
     progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image',
                                    mininterval=1 if sys.stderr.isatty() else 30)
     rows = list(dataset.evaluate(model, args.data_dir, progress=progress))

@@ -149,12 +149,9 @@ def training_batch(images: tf.Tensor, shapes: tf.Tensor, grids: tf.Tensor, seed,
     return features, noise, mask
 
 
-def training_dataset(images, patch_size: Sequence[int], batch_size: int, box: int, seed: int,
-                     first_step: int, last_step: int) -> tf.data.Dataset:
-    """tf.data pipeline of the batches for global steps first_step..last_step-1, prefetched.
-
-    The batch for step s is `training_batch` seeded with [seed, s].
-    """
+def batch_maker(images, patch_size: Sequence[int], batch_size: int, box: int, seed: int):
+    """The function step -> `training_batch` seeded with [seed, step]: the batch of a global
+    step, the same however the steps are split into runs or the batch over replicas."""
     stacked, shapes = stack_images(images)
     images_t = tf.constant(stacked)
     shapes_t = tf.constant(shapes, tf.int32)
@@ -164,9 +161,15 @@ def training_dataset(images, patch_size: Sequence[int], batch_size: int, box: in
     def make(step):
         return training_batch(images_t, shapes_t, grids, tf.stack([tf.cast(seed, tf.int64), step]),
                               batch_size, patch_size, box, square)
+    return make
 
+
+def training_dataset(images, patch_size: Sequence[int], batch_size: int, box: int, seed: int,
+                     first_step: int, last_step: int) -> tf.data.Dataset:
+    """tf.data pipeline of the batches for global steps first_step..last_step-1, prefetched."""
     return (tf.data.Dataset.range(first_step, last_step)
-            .map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(batch_maker(images, patch_size, batch_size, box, seed),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
 

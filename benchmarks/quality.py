@@ -1,0 +1,214 @@
+"""Quality benchmark: N2S vs N2SP variants vs NLM and BM3D, several seeds, equal step budgets.
+
+    python -m benchmarks.quality                       # demo set, CPU setting (about 30 min on 2 cores)
+    python -m benchmarks.quality --preset long         # width 32, 3000 steps (hours on a CPU)
+    python -m benchmarks.quality --preset full --dataset bsd68   # the paper's scale (GPU)
+
+Variants, each trained for the same total number of steps:
+  n2s           Noise2Same (lmbd of the data set, 2 for sigma 25)
+  pro           Noise2Same, then Noise2SamePro for the last --pro-steps (the original schedule)
+  pro-stopgrad  the same with the sigma estimate's gradient stopped (sigma_grad=False)
+  n2sp          Noise2SamePro from step 0
+
+Every --eval-every steps the test PSNR is recorded for the convergence plot. Writes table.md,
+runs.csv (final scores per run), curves.csv (PSNR against step per run) and convergence.png
+under --out. Finished runs are cached in --out/runs/ and skipped on a rerun with the same
+settings, so an interrupted benchmark continues where it stopped.
+"""
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+from utils import cli  # first: it sets TensorFlow's environment
+from utils.baselines import bm3d, nlm
+from utils.evaluation_utils import score_denoiser
+
+VARIANTS = ('n2s', 'pro', 'pro-stopgrad', 'n2sp')
+PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation interval
+    'cpu': dict(filters=16, batch_size=16, patch_size=64, steps=600, pro_steps=100, eval_every=50),
+    'long': dict(filters=32, batch_size=16, patch_size=64, steps=3000, pro_steps=500,
+                 eval_every=250),
+    'full': dict(filters=96, batch_size=64, patch_size=64, steps=8000, pro_steps=500,
+                 eval_every=500),
+}
+
+
+# ----------------------------------------------------------------------------- training runs
+
+def phases(variant: str, steps: int, pro_steps: int) -> List[tuple]:
+    """[(model class name, sigma_grad, last step)] of one variant."""
+    if variant == 'n2s':
+        return [('Noise2Same', True, steps)]
+    if variant == 'n2sp':
+        return [('Noise2SamePro', True, steps)]
+    sigma_grad = variant == 'pro'
+    return [('Noise2Same', True, steps - pro_steps), ('Noise2SamePro', sigma_grad, steps)]
+
+
+def train_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str) -> Dict:
+    """Train one variant with one seed in a temporary model directory; test PSNR every
+    cfg['eval_every'] steps. Returns {'curve': [(step, psnr)], 'psnr', 'ssim', 'seconds'}."""
+    import models
+    images, _ = dataset.training_data(data_dir)
+    tests = dataset.test_images(data_dir)
+    settings = dataset.training
+    common = dict(dim=dataset.dim, in_channels=dataset.in_channels, masking=settings['masking'],
+                  net_config={'first_output_filters': cfg['filters']})
+    patch = [cfg['patch_size']] * dataset.dim
+    curve, start = [], time.perf_counter()
+    cli.seed_everything(seed)
+    with tempfile.TemporaryDirectory(prefix='quality-') as base:
+        step = 0
+        for cls_name, sigma_grad, last in phases(variant, cfg['steps'], cfg['pro_steps']):
+            if cls_name == 'Noise2Same':
+                model = models.Noise2Same(base, 'm', lmbd=settings['lmbd'], **common)
+            else:
+                model = models.Noise2SamePro(base, 'm', sigma_grad=sigma_grad, **common)
+            while step < last:
+                step = min(last, (step // cfg['eval_every'] + 1) * cfg['eval_every'])
+                model.train(images, patch, batch_size=cfg['batch_size'], steps=step,
+                            save_steps=cfg['eval_every'], log_steps=cfg['eval_every'],
+                            seed=seed, verbose=False)
+                scores = [dataset.score(model, image) for image in tests]
+                curve.append((step, statistics.mean(s['psnr'] for s in scores)))
+        final_ssim = statistics.mean(s['ssim'] for s in scores)
+    return {'curve': curve, 'psnr': curve[-1][1], 'ssim': final_ssim,
+            'seconds': time.perf_counter() - start}
+
+
+def cached_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str, cache: str) -> Dict:
+    """train_run, read from `cache` when a run with the same settings finished before."""
+    key = (f"{dataset.name}_{variant}_s{seed}_w{cfg['filters']}_b{cfg['batch_size']}"
+           f"_p{cfg['patch_size']}_{cfg['steps']}-{cfg['pro_steps']}_e{cfg['eval_every']}")
+    path = os.path.join(cache, key + '.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    result = train_run(variant, seed, cfg, dataset, data_dir)
+    os.makedirs(cache, exist_ok=True)
+    cli.write_text_atomic(path, json.dumps(result) + '\n')
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+def mean_std(values: List[float]) -> tuple:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summary_rows(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict]) -> List[Dict]:
+    rows = []
+    for variant, by_seed in runs.items():
+        psnr, psnr_sd = mean_std([r['psnr'] for r in by_seed.values()])
+        ssim, ssim_sd = mean_std([r['ssim'] for r in by_seed.values()])
+        minutes = statistics.mean(r['seconds'] for r in by_seed.values()) / 60
+        rows.append({'method': variant, 'seeds': len(by_seed), 'psnr_mean': round(psnr, 2),
+                     'psnr_std': round(psnr_sd, 2), 'ssim_mean': round(ssim, 4),
+                     'ssim_std': round(ssim_sd, 4), 'time': f'{minutes:.1f} min/run'})
+    for name, b in baselines.items():
+        rows.append({'method': name, 'seeds': '-', 'psnr_mean': round(b['psnr'], 2),
+                     'psnr_std': '', 'ssim_mean': round(b['ssim'], 4), 'ssim_std': '',
+                     'time': f"{b['seconds']:.2f} s/image"})
+    return rows
+
+
+def markdown(rows: List[Dict], title: str) -> str:
+    lines = [title, '', '| method | seeds | PSNR (dB) mean ± std | SSIM mean ± std | time |',
+             '|---|---|---|---|---|']
+    for r in rows:
+        psnr = f"{r['psnr_mean']:.2f}" + (f" ± {r['psnr_std']:.2f}" if r['psnr_std'] != '' else '')
+        ssim = f"{r['ssim_mean']:.4f}" + (f" ± {r['ssim_std']:.4f}" if r['ssim_std'] != '' else '')
+        lines.append(f"| {r['method']} | {r['seeds']} | {psnr} | {ssim} | {r['time']} |")
+    return '\n'.join(lines)
+
+
+def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str,
+         title: str) -> None:
+    """Mean test PSNR against step per variant (band: ± one std over seeds), written atomically."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, by_seed in runs.items():
+        steps = [s for s, _ in next(iter(by_seed.values()))['curve']]
+        values = np.array([[p for _, p in r['curve']] for r in by_seed.values()])
+        mean, std = values.mean(0), values.std(0)
+        ax.plot(steps, mean, marker='.', label=f'{variant} ({len(by_seed)} seeds)')
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    for (name, b), style in zip(baselines.items(), ('--', ':')):
+        ax.axhline(b['psnr'], color='grey', linestyle=style, label=name)
+    ax.set_xlabel('training step')
+    ax.set_ylabel('test PSNR (dB)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f'{path}.tmp-{os.getpid()}.png'
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--dataset', default='demo', help='demo, bsd68 or auto (bsd68 when present)')
+    p.add_argument('--data-dir', default=cli.DATA_DIR)
+    p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
+    for key in PRESETS['cpu']:
+        p.add_argument('--' + key.replace('_', '-'), type=cli.positive_int, default=None,
+                       help='overrides the preset')
+    p.add_argument('--seeds', type=int, nargs='+', default=[666, 667, 668, 669, 670])
+    p.add_argument('--variants', nargs='+', choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument('--no-baselines', action='store_true', help='skip NLM and BM3D')
+    p.add_argument('--out', default='results/quality')
+    args = p.parse_args(argv)
+    cfg = {k: getattr(args, k) or v for k, v in PRESETS[args.preset].items()}
+    if cfg['pro_steps'] >= cfg['steps']:
+        raise ValueError(f"--pro-steps {cfg['pro_steps']} must be below --steps {cfg['steps']}")
+    from utils.datasets import get_dataset
+    dataset = get_dataset(args.dataset, args.data_dir)
+    tests = dataset.test_images(args.data_dir)  # fails early, with a fix, when data is missing
+    os.makedirs(args.out, exist_ok=True)
+
+    baselines = {} if args.no_baselines else {
+        'NLM (scikit-image)': score_denoiser(nlm, tests),
+        'BM3D (bm3d package)': score_denoiser(bm3d, tests)}
+    for name, b in baselines.items():
+        print(f"{name}: {b['psnr']:.2f} dB, SSIM {b['ssim']:.4f}, {b['seconds']:.2f} s/image")
+
+    runs: Dict[str, Dict[int, Dict]] = {v: {} for v in args.variants}
+    total, done = len(args.variants) * len(args.seeds), 0
+    for seed in args.seeds:  # seeds outermost: a short run still compares every variant
+        for variant in args.variants:
+            result = cached_run(variant, seed, cfg, dataset, args.data_dir,
+                                os.path.join(args.out, 'runs'))
+            runs[variant][seed] = result
+            done += 1
+            print(f"[{done}/{total}] {variant} seed {seed}: {result['psnr']:.2f} dB, SSIM "
+                  f"{result['ssim']:.4f} ({result['seconds'] / 60:.1f} min)", flush=True)
+
+    title = (f"{dataset.name} test set ({len(tests)} images); width {cfg['filters']}, batch "
+             f"{cfg['batch_size']}, patch {cfg['patch_size']}, {cfg['steps']} steps "
+             f"(pro: last {cfg['pro_steps']} N2SP); seeds {' '.join(map(str, args.seeds))}")
+    rows = summary_rows(runs, baselines)
+    table = markdown(rows, title)
+    print(table)
+    cli.write_text_atomic(os.path.join(args.out, 'table.md'), table + '\n')
+    cli.write_csv_atomic(os.path.join(args.out, 'runs.csv'), [
+        {'variant': v, 'seed': s, 'psnr': round(r['psnr'], 3), 'ssim': round(r['ssim'], 4),
+         'minutes': round(r['seconds'] / 60, 2)} for v, by in runs.items() for s, r in by.items()])
+    cli.write_csv_atomic(os.path.join(args.out, 'curves.csv'), [
+        {'variant': v, 'seed': s, 'step': step, 'psnr': round(psnr, 3)}
+        for v, by in runs.items() for s, r in by.items() for step, psnr in r['curve']])
+    plot(runs, baselines, os.path.join(args.out, 'convergence.png'), title)
+    print(f"wrote table.md, runs.csv, curves.csv and convergence.png under {args.out}")
+
+
+if __name__ == '__main__':
+    cli.run(main)
