@@ -9,6 +9,7 @@ Variants, each trained for the same total number of steps:
   pro           Noise2Same, then Noise2SamePro for the last --pro-steps (the original schedule)
   pro-stopgrad  the same with the sigma estimate's gradient stopped (sigma_grad=False)
   n2sp          Noise2SamePro from step 0
+  n2s:LMBD      Noise2Same with lmbd LMBD (e.g. n2s:0.95, the authors' BSD68 notebook value)
 
 Every --eval-every steps the test PSNR is recorded for the convergence plot. Writes table.md,
 runs.csv (final scores per run), curves.csv (PSNR against step per run) and convergence.png
@@ -20,6 +21,7 @@ import json
 import os
 import statistics
 import tempfile
+import textwrap
 import time
 from typing import Dict, List, Optional
 
@@ -39,14 +41,29 @@ PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation
 
 # ----------------------------------------------------------------------------- training runs
 
+def variant_name(text: str) -> str:
+    """argparse type of --variants: one of VARIANTS or n2s:LMBD with a positive LMBD."""
+    kind, _, lmbd = text.partition(':')
+    try:
+        valid = kind == 'n2s' and float(lmbd) > 0 if lmbd else text in VARIANTS
+    except ValueError:
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose from "
+                                         f"{', '.join(VARIANTS)} or n2s:LMBD (e.g. n2s:0.95)")
+    return text
+
+
 def phases(variant: str, steps: int, pro_steps: int) -> List[tuple]:
-    """[(model class name, sigma_grad, last step)] of one variant."""
+    """[(model class name, sigma_grad or lmbd, last step)] of one variant."""
+    if variant.startswith('n2s:'):
+        return [('Noise2Same', float(variant[4:]), steps)]
     if variant == 'n2s':
-        return [('Noise2Same', True, steps)]
+        return [('Noise2Same', None, steps)]
     if variant == 'n2sp':
         return [('Noise2SamePro', True, steps)]
     sigma_grad = variant == 'pro'
-    return [('Noise2Same', True, steps - pro_steps), ('Noise2SamePro', sigma_grad, steps)]
+    return [('Noise2Same', None, steps - pro_steps), ('Noise2SamePro', sigma_grad, steps)]
 
 
 def train_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str) -> Dict:
@@ -63,11 +80,12 @@ def train_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str) -> Dic
     cli.seed_everything(seed)
     with tempfile.TemporaryDirectory(prefix='quality-') as base:
         step = 0
-        for cls_name, sigma_grad, last in phases(variant, cfg['steps'], cfg['pro_steps']):
+        for cls_name, option, last in phases(variant, cfg['steps'], cfg['pro_steps']):
             if cls_name == 'Noise2Same':
-                model = models.Noise2Same(base, 'm', lmbd=settings['lmbd'], **common)
+                lmbd = settings['lmbd'] if option is None else option
+                model = models.Noise2Same(base, 'm', lmbd=lmbd, **common)
             else:
-                model = models.Noise2SamePro(base, 'm', sigma_grad=sigma_grad, **common)
+                model = models.Noise2SamePro(base, 'm', sigma_grad=option, **common)
             while step < last:
                 step = min(last, (step // cfg['eval_every'] + 1) * cfg['eval_every'])
                 model.train(images, patch, batch_size=cfg['batch_size'], steps=step,
@@ -82,7 +100,8 @@ def train_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str) -> Dic
 
 def cached_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str, cache: str) -> Dict:
     """train_run, read from `cache` when a run with the same settings finished before."""
-    key = (f"{dataset.name}_{variant}_s{seed}_w{cfg['filters']}_b{cfg['batch_size']}"
+    name = variant.replace(':', '-lmbd')
+    key = (f"{dataset.name}_{name}_s{seed}_w{cfg['filters']}_b{cfg['batch_size']}"
            f"_p{cfg['patch_size']}_{cfg['steps']}-{cfg['pro_steps']}_e{cfg['eval_every']}")
     path = os.path.join(cache, key + '.json')
     if os.path.exists(path):
@@ -100,29 +119,53 @@ def mean_std(values: List[float]) -> tuple:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def paired_difference(runs: Dict[str, Dict[int, Dict]], variant: str) -> Optional[Dict]:
+    """PSNR of `variant` minus that of n2s, seed by seed (same seed: same initial weights and
+    batches, and for 'pro' the same first phase, so the difference is the variant's own effect).
+    Returns mean, std, standard error and wins over the common seeds, or None."""
+    if variant == 'n2s' or 'n2s' not in runs:
+        return None
+    seeds = sorted(set(runs[variant]) & set(runs['n2s']))
+    diffs = [runs[variant][s]['psnr'] - runs['n2s'][s]['psnr'] for s in seeds]
+    if not diffs:
+        return None
+    mean, std = mean_std(diffs)
+    return {'mean': mean, 'std': std, 'sem': std / len(diffs) ** 0.5,
+            'wins': sum(d > 0 for d in diffs), 'n': len(diffs)}
+
+
 def summary_rows(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict]) -> List[Dict]:
     rows = []
     for variant, by_seed in runs.items():
         psnr, psnr_sd = mean_std([r['psnr'] for r in by_seed.values()])
         ssim, ssim_sd = mean_std([r['ssim'] for r in by_seed.values()])
         minutes = statistics.mean(r['seconds'] for r in by_seed.values()) / 60
+        paired = paired_difference(runs, variant)
         rows.append({'method': variant, 'seeds': len(by_seed), 'psnr_mean': round(psnr, 2),
                      'psnr_std': round(psnr_sd, 2), 'ssim_mean': round(ssim, 4),
-                     'ssim_std': round(ssim_sd, 4), 'time': f'{minutes:.1f} min/run'})
+                     'ssim_std': round(ssim_sd, 4),
+                     'vs_n2s': '' if paired is None else
+                     f"{paired['mean']:+.2f} ± {paired['sem']:.2f} ({paired['wins']}/{paired['n']})",
+                     'time': f'{minutes:.1f} min/run'})
     for name, b in baselines.items():
         rows.append({'method': name, 'seeds': '-', 'psnr_mean': round(b['psnr'], 2),
                      'psnr_std': '', 'ssim_mean': round(b['ssim'], 4), 'ssim_std': '',
-                     'time': f"{b['seconds']:.2f} s/image"})
+                     'vs_n2s': '', 'time': f"{b['seconds']:.2f} s/image"})
     return rows
 
 
 def markdown(rows: List[Dict], title: str) -> str:
-    lines = [title, '', '| method | seeds | PSNR (dB) mean ± std | SSIM mean ± std | time |',
-             '|---|---|---|---|---|']
+    lines = [title, '', '| method | seeds | PSNR (dB) mean ± std | paired Δ vs n2s ± s.e. (wins) | '
+             'SSIM mean ± std | time |', '|---|---|---|---|---|---|']
     for r in rows:
         psnr = f"{r['psnr_mean']:.2f}" + (f" ± {r['psnr_std']:.2f}" if r['psnr_std'] != '' else '')
         ssim = f"{r['ssim_mean']:.4f}" + (f" ± {r['ssim_std']:.4f}" if r['ssim_std'] != '' else '')
-        lines.append(f"| {r['method']} | {r['seeds']} | {psnr} | {ssim} | {r['time']} |")
+        lines.append(f"| {r['method']} | {r['seeds']} | {psnr} | {r['vs_n2s']} | {ssim} | "
+                     f"{r['time']} |")
+    lines += ['', 'paired Δ: PSNR minus that of n2s with the same seed (same initial weights and '
+              'batches; pro and pro-stopgrad also share n2s\'s first phase), mean ± standard '
+              'error over seeds, and in how many seeds the variant won. Time: wall time per '
+              'run, evaluations included.']
     return '\n'.join(lines)
 
 
@@ -134,17 +177,17 @@ def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for variant, by_seed in runs.items():
+    for (variant, by_seed), style in zip(runs.items(), ('-', '--', ':', '-.', (0, (1, 4)))):
         steps = [s for s, _ in next(iter(by_seed.values()))['curve']]
         values = np.array([[p for _, p in r['curve']] for r in by_seed.values()])
         mean, std = values.mean(0), values.std(0)
-        ax.plot(steps, mean, marker='.', label=f'{variant} ({len(by_seed)} seeds)')
+        ax.plot(steps, mean, linestyle=style, marker='.', label=f'{variant} ({len(by_seed)} seeds)')
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
     for (name, b), style in zip(baselines.items(), ('--', ':')):
         ax.axhline(b['psnr'], color='grey', linestyle=style, label=name)
     ax.set_xlabel('training step')
     ax.set_ylabel('test PSNR (dB)')
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 100), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -164,7 +207,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         p.add_argument('--' + key.replace('_', '-'), type=cli.positive_int, default=None,
                        help='overrides the preset')
     p.add_argument('--seeds', type=int, nargs='+', default=[666, 667, 668, 669, 670])
-    p.add_argument('--variants', nargs='+', choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument('--variants', nargs='+', type=variant_name, default=list(VARIANTS),
+                   help=f"of {', '.join(VARIANTS)} and n2s:LMBD")
     p.add_argument('--no-baselines', action='store_true', help='skip NLM and BM3D')
     p.add_argument('--out', default='results/quality')
     args = p.parse_args(argv)

@@ -1,0 +1,61 @@
+"""The benchmark commands: the quality benchmark's schedule, statistics and outputs, and a
+smoke run of the speed benchmark's pieces."""
+import csv
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import quality
+from conftest import ROOT
+
+
+def test_variants_share_the_step_budget():
+    assert quality.phases('n2s', 600, 100) == [('Noise2Same', None, 600)]
+    assert quality.phases('n2s:0.95', 600, 100) == [('Noise2Same', 0.95, 600)]
+    assert quality.phases('pro', 600, 100) == [('Noise2Same', None, 500),
+                                                ('Noise2SamePro', True, 600)]
+    assert quality.phases('pro-stopgrad', 600, 100)[1] == ('Noise2SamePro', False, 600)
+    assert quality.phases('n2sp', 600, 100) == [('Noise2SamePro', True, 600)]
+    for bad in ('n2s:0', 'n2s:x', 'pro:1', 'other'):
+        with pytest.raises(Exception):
+            quality.variant_name(bad)
+
+
+def test_paired_difference_is_the_mean_seedwise_gain():
+    runs = {'n2s': {1: {'psnr': 24.0}, 2: {'psnr': 25.0}, 3: {'psnr': 23.0}},
+            'pro': {1: {'psnr': 24.5}, 2: {'psnr': 25.1}, 3: {'psnr': 22.9}, 4: {'psnr': 30.0}}}
+    diffs = np.array([0.5, 0.1, -0.1])  # seed 4 has no n2s partner
+    result = quality.paired_difference(runs, 'pro')
+    assert result['n'] == 3 and result['wins'] == 2
+    assert result['mean'] == pytest.approx(diffs.mean())
+    assert result['sem'] == pytest.approx(statistics.stdev(diffs) / np.sqrt(3))
+    assert quality.paired_difference(runs, 'n2s') is None
+
+
+def test_quality_benchmark_runs_end_to_end_and_pairs_the_first_phase(tmp_path):
+    result = subprocess.run(
+        [sys.executable, '-m', 'benchmarks.quality', '--filters', '4', '--steps', '4',
+         '--pro-steps', '2', '--eval-every', '2', '--seeds', '1', '2', '--variants', 'n2s', 'pro',
+         '--no-baselines', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ('table.md', 'runs.csv', 'curves.csv', 'convergence.png'):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = list(csv.DictReader(open(tmp_path / 'curves.csv')))
+    curve = {(r['variant'], r['seed'], r['step']): float(r['psnr']) for r in rows}
+    for seed in ('1', '2'):  # same seed: pro's N2S phase is n2s's first 2 steps, exactly
+        assert curve[('pro', seed, '2')] == curve[('n2s', seed, '2')]
+    assert len(list((tmp_path / 'runs').glob('*.json'))) == 4  # cached for a rerun
+
+
+def test_speed_benchmark_pieces_report_consistent_figures():
+    from benchmarks import speed
+    train = speed.bench_training(4, 2, steps=2, warmup=1)
+    assert train['min_s'] <= train['median_s'] <= train['max_s']
+    assert train['images_per_s'] == pytest.approx(2 / train['median_s'])
+    assert train['gflops'] == pytest.approx(54.4 * (4 / 96) ** 2 * 2 / train['median_s'])
+    predict = speed.bench_prediction(4, (40, 24), repeats=2, precision='mixed_bfloat16')
+    assert predict['precision'] == 'mixed_bfloat16' and predict['median_s'] > 0
