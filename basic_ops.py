@@ -28,7 +28,7 @@ def transposed_convolution(dim: int, filters: int, kernel_size: int, strides: in
     return _TRANSPOSED_CONV[dim](filters, kernel_size, strides=strides, padding='same',
                                  use_bias=use_bias,
                                  kernel_initializer=conf['kernel_initializer'], name=name,
-                      dtype=conf.get('precision'))
+                                 dtype=conf.get('precision'))
 
 
 class BatchNorm(keras.layers.Layer):

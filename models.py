@@ -331,7 +331,8 @@ class Noise2Same:
         all-reduced gradients are exactly those of the global loss, for any loss of the terms.
         """
         strategy, variables = self._strategy, self.model.trainable_weights
-        per_replica, total = batch_size // strategy.num_replicas_in_sync, tf.distribute.ReduceOp.SUM
+        per_replica = batch_size // strategy.num_replicas_in_sync
+        total = tf.distribute.ReduceOp.SUM
 
         def replica_step(step):
             replica = tf.distribute.get_replica_context()
@@ -350,14 +351,16 @@ class Noise2Same:
                     surrogate *= self.loss_scale
             gradients = replica.all_reduce(total, tape.gradient(surrogate, variables))
             terms['loss'] = loss
-            return gradients, terms, (features[:3], noise[:3], mask[:3]), raw_pred[:3], masked_pred[:3]
+            batch = (features[:3], noise[:3], mask[:3])
+            return gradients, terms, batch, raw_pred[:3], masked_pred[:3]
 
         @tf.function
         def step_fn(step):
             results = strategy.run(replica_step, args=(step,))
             gradients, terms, batch, raw_pred, masked_pred = tf.nest.map_structure(
                 lambda value: strategy.experimental_local_results(value)[0], results)
-            terms['learning_rate'] = self._apply(gradients, variables)  # cross-replica: every copy alike
+            # in cross-replica context: every copy of a variable gets the same update
+            terms['learning_rate'] = self._apply(gradients, variables)
             return (terms, raw_pred, masked_pred), batch
         return step_fn
 

@@ -209,13 +209,20 @@ def test_output_in_a_missing_or_read_only_folder(tiny, tmp_path, where):
 
 # -- interruptions and faults ---------------------------------------------------------
 
+def default_sigint():
+    """Undo an inherited 'ignore SIGINT' (a shell starts background jobs so, e.g. a CI runner
+    under `cmd &`), so the child sees Ctrl-C as a terminal user's process would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_training_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
     proc = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *TINY_TRAIN, '--steps',
                              '100000', '--save-steps', '100000', '--log-steps', '1',
                              '--model-dir', str(tmp_path), '--name', 'm'], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 180
     while time.time() < deadline and not list((tmp_path / 'm').glob('events.out.tfevents.*')):
         time.sleep(0.2)
