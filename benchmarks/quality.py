@@ -1,6 +1,6 @@
 """Quality benchmark: N2S vs N2SP variants vs NLM and BM3D, several seeds, equal step budgets.
 
-    python -m benchmarks.quality                       # demo set, CPU setting (about 30 min on 2 cores)
+    python -m benchmarks.quality                       # demo set, CPU setting (~30 min on 2 cores)
     python -m benchmarks.quality --preset long         # width 32, 3000 steps (hours on a CPU)
     python -m benchmarks.quality --preset full --dataset bsd68   # the paper's scale (GPU)
 
