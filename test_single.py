@@ -19,7 +19,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('image', help='input image file (never modified)')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
-    p.add_argument('--name', default='demo32-N2SP',
+    p.add_argument('--name', default='demo32-N2S',
                    help='model directory name (default: the shipped CPU-trained demo model)')
     p.add_argument('--output', default=None, help='denoised image (default: <image>_denoised '
                                                   'with the input\'s extension, beside it)')

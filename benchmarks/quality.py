@@ -34,8 +34,8 @@ PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation
     'cpu': dict(filters=16, batch_size=16, patch_size=64, steps=600, pro_steps=100, eval_every=50),
     'long': dict(filters=32, batch_size=16, patch_size=64, steps=3000, pro_steps=500,
                  eval_every=250),
-    'full': dict(filters=96, batch_size=64, patch_size=64, steps=8000, pro_steps=500,
-                 eval_every=500),
+    'full': dict(filters=96, batch_size=64, patch_size=64, steps=90000, pro_steps=500,
+                 eval_every=5000),  # the published N2SP checkpoint's 90k steps (GPU scale)
 }
 
 

@@ -143,7 +143,7 @@ def test_single_large_image_is_tiled_and_matches_whole_image_prediction(tmp_path
 
 
 def test_single_with_defaults_uses_the_shipped_model_and_denoises(tmp_path):
-    """`python test_single.py photo.png` right after install: the shipped demo32-N2SP model."""
+    """`python test_single.py photo.png` right after install: the shipped demo32-N2S model."""
     from skimage import data
     from utils.evaluation_utils import PSNR
     clean = data.camera()[256:384, 128:320].astype(np.float64)
