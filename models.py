@@ -26,7 +26,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from network import DenoisingNetwork
-from network_configure import merged_net_config
+from network_configure import PRECISIONS, merged_net_config
 from utils.checkpoint_utils import (CheckpointError, backup_tf1_state, infer_settings,
                                     is_tf1_checkpoint, latest_checkpoint, read_checkpoint,
                                     read_settings, tf1_variable_names, write_json_atomic,
@@ -43,7 +43,6 @@ training_config = {'base_learning_rate': 0.0004,
                    'lr_staircase': True}
 
 MASKINGS = ('gaussian', 'donut')
-PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 # mixed_float16: the loss is multiplied by the scale; a step whose gradients overflow is skipped
 # and halves it, `growth_steps` finite steps in a row double it (Keras' LossScaleOptimizer rule)
 LOSS_SCALE = {'initial': 2.0 ** 15, 'growth_steps': 2000}
@@ -325,8 +324,8 @@ class Noise2Same:
     def _distributed_step(self, make_batch, batch_size: int):
         """A compiled training step over the replicas of `self._strategy`, given the step.
 
-        Replica r takes rows [r*b, (r+1)*b) of the step's global batch (b = batch_size /
-        replicas). The loss terms are ratios of sums over the GLOBAL batch; each replica
+        Each worker makes the step's global batch once; replica r takes its rows
+        [r*b, (r+1)*b) (b = batch_size / replicas). The loss terms are ratios of sums over the GLOBAL batch; each replica
         differentiates sum_k dL/dS_k * s_k (S_k the all-reduced sums, s_k its own), so the
         all-reduced gradients are exactly those of the global loss, for any loss of the terms.
         """
@@ -334,10 +333,10 @@ class Noise2Same:
         per_replica = batch_size // strategy.num_replicas_in_sync
         total = tf.distribute.ReduceOp.SUM
 
-        def replica_step(step):
+        def replica_step(global_batch):
             replica = tf.distribute.get_replica_context()
             first = replica.replica_id_in_sync_group * per_replica
-            features, noise, mask = (t[first:first + per_replica] for t in make_batch(step))
+            features, noise, mask = (t[first:first + per_replica] for t in global_batch)
             with tf.GradientTape() as tape:
                 sums, raw_pred, masked_pred = self.loss_sums(features, noise, mask, training=True)
                 global_sums = replica.all_reduce(total, tf.stop_gradient(sums))
@@ -356,7 +355,7 @@ class Noise2Same:
 
         @tf.function
         def step_fn(step):
-            results = strategy.run(replica_step, args=(step,))
+            results = strategy.run(replica_step, args=(make_batch(step),))
             gradients, terms, batch, raw_pred, masked_pred = tf.nest.map_structure(
                 lambda value: strategy.experimental_local_results(value)[0], results)
             # in cross-replica context: every copy of a variable gets the same update

@@ -16,6 +16,10 @@ connection ('add' or 'concat') with the output of encoding_block_j, then res_blo
 """
 from typing import Any, Mapping, Optional
 
+# Arithmetic of the U-Net's convolutions (Keras dtype policies): a run-time choice,
+# Noise2Same(precision=...), not part of the saved configuration.
+PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+
 # Settings for the basic operators (basic_ops.py).
 conf_basic_ops = {
     'kernel_initializer': 'glorot_uniform',  # every convolution and transposed convolution

@@ -11,6 +11,8 @@ Variants, each trained for the same total number of steps:
   n2sp          Noise2SamePro from step 0
   n2s:LMBD      Noise2Same with lmbd LMBD (e.g. n2s:0.95, the authors' BSD68 notebook value)
 
+n2s, pro and pro-stopgrad of one seed share their first steps - pro_steps N2S steps exactly
+(same weights and batches), so those are trained once per seed and continued by each.
 Every --eval-every steps the test PSNR is recorded for the convergence plot. Writes table.md,
 runs.csv (final scores per run), curves.csv (PSNR against step per run) and convergence.png
 under --out. Finished runs are cached in --out/runs/ and skipped on a rerun with the same
@@ -19,6 +21,7 @@ settings, so an interrupted benchmark continues where it stopped.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import textwrap
@@ -66,48 +69,89 @@ def phases(variant: str, steps: int, pro_steps: int) -> List[tuple]:
     return [('Noise2Same', None, steps - pro_steps), ('Noise2SamePro', sigma_grad, steps)]
 
 
-def train_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str) -> Dict:
-    """Train one variant with one seed in a temporary model directory; test PSNR every
-    cfg['eval_every'] steps. Returns {'curve': [(step, psnr)], 'psnr', 'ssim', 'seconds'}."""
+SHARED_FIRST_PHASE = ('n2s', 'pro', 'pro-stopgrad')  # the same N2S up to steps - pro_steps
+
+
+def run_key(name: str, seed: int, cfg: Dict, dataset) -> str:
+    return (f"{dataset.name}_{name.replace(':', '-lmbd')}_s{seed}_w{cfg['filters']}"
+            f"_b{cfg['batch_size']}_p{cfg['patch_size']}_{cfg['steps']}-{cfg['pro_steps']}"
+            f"_e{cfg['eval_every']}")
+
+
+def train_phases(base: str, plan: List[tuple], step: int, seed: int, cfg: Dict, dataset,
+                 images, tests, curve: List) -> List[Dict]:
+    """Train the model base/m from `step` through `plan` (see `phases`), appending (step, mean
+    test PSNR) to `curve` every cfg['eval_every'] steps. Returns the last test scores."""
     import models
-    images, _ = dataset.training_data(data_dir)
-    tests = dataset.test_images(data_dir)
     settings = dataset.training
     common = dict(dim=dataset.dim, in_channels=dataset.in_channels, masking=settings['masking'],
                   net_config={'first_output_filters': cfg['filters']})
-    patch = [cfg['patch_size']] * dataset.dim
-    curve, start = [], time.perf_counter()
-    cli.seed_everything(seed)
+    scores = []
+    for cls_name, option, last in plan:
+        if step >= last:
+            continue
+        if cls_name == 'Noise2Same':
+            lmbd = settings['lmbd'] if option is None else option
+            model = models.Noise2Same(base, 'm', lmbd=lmbd, **common)
+        else:
+            model = models.Noise2SamePro(base, 'm', sigma_grad=option, **common)
+        while step < last:
+            step = min(last, (step // cfg['eval_every'] + 1) * cfg['eval_every'])
+            model.train(images, [cfg['patch_size']] * dataset.dim, batch_size=cfg['batch_size'],
+                        steps=step, save_steps=cfg['eval_every'], log_steps=cfg['eval_every'],
+                        seed=seed, verbose=False)
+            scores = [dataset.score(model, image) for image in tests]
+            curve.append((step, statistics.mean(s['psnr'] for s in scores)))
+    return scores
+
+
+def first_phase(seed: int, cfg: Dict, dataset, images, tests, cache: str) -> Dict:
+    """The N2S steps that n2s, pro and pro-stopgrad share for one seed (same seed: the same
+    initial weights and batches), trained once and kept in cache/<key>/ with their curve and
+    time. Returns {'folder', 'curve', 'seconds'}."""
+    folder = os.path.join(cache, run_key('phase1', seed, cfg, dataset))
+    if not os.path.exists(os.path.join(folder, 'phase.json')):
+        os.makedirs(cache, exist_ok=True)
+        tmp, start, curve = tempfile.mkdtemp(prefix='.phase1-', dir=cache), time.perf_counter(), []
+        cli.seed_everything(seed)
+        train_phases(tmp, [('Noise2Same', None, cfg['steps'] - cfg['pro_steps'])], 0, seed, cfg,
+                     dataset, images, tests, curve)
+        with open(os.path.join(tmp, 'phase.json'), 'w') as f:
+            json.dump({'curve': curve, 'seconds': time.perf_counter() - start}, f)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    with open(os.path.join(folder, 'phase.json')) as f:
+        return {'folder': folder, **json.load(f)}
+
+
+def train_run(variant: str, seed: int, cfg: Dict, dataset, images, tests, cache: str) -> Dict:
+    """Train one variant with one seed in a temporary model directory, continuing the shared
+    first phase where there is one; test PSNR every cfg['eval_every'] steps.
+    Returns {'curve': [(step, psnr)], 'psnr', 'ssim', 'seconds' (shared phase included)}."""
+    curve, step, earlier = [], 0, 0.0
     with tempfile.TemporaryDirectory(prefix='quality-') as base:
-        step = 0
-        for cls_name, option, last in phases(variant, cfg['steps'], cfg['pro_steps']):
-            if cls_name == 'Noise2Same':
-                lmbd = settings['lmbd'] if option is None else option
-                model = models.Noise2Same(base, 'm', lmbd=lmbd, **common)
-            else:
-                model = models.Noise2SamePro(base, 'm', sigma_grad=option, **common)
-            while step < last:
-                step = min(last, (step // cfg['eval_every'] + 1) * cfg['eval_every'])
-                model.train(images, patch, batch_size=cfg['batch_size'], steps=step,
-                            save_steps=cfg['eval_every'], log_steps=cfg['eval_every'],
-                            seed=seed, verbose=False)
-                scores = [dataset.score(model, image) for image in tests]
-                curve.append((step, statistics.mean(s['psnr'] for s in scores)))
-        final_ssim = statistics.mean(s['ssim'] for s in scores)
-    return {'curve': curve, 'psnr': curve[-1][1], 'ssim': final_ssim,
-            'seconds': time.perf_counter() - start}
+        if variant in SHARED_FIRST_PHASE:
+            shared = first_phase(seed, cfg, dataset, images, tests, cache)
+            shutil.copytree(os.path.join(shared['folder'], 'm'), os.path.join(base, 'm'))
+            curve = [tuple(point) for point in shared['curve']]
+            step, earlier = curve[-1][0], shared['seconds']
+        else:
+            cli.seed_everything(seed)
+        start = time.perf_counter()  # the shared phase's own time is `earlier`
+        scores = train_phases(base, phases(variant, cfg['steps'], cfg['pro_steps']), step, seed,
+                              cfg, dataset, images, tests, curve)
+    return {'curve': curve, 'psnr': curve[-1][1],
+            'ssim': statistics.mean(s['ssim'] for s in scores),
+            'seconds': earlier + time.perf_counter() - start}
 
 
-def cached_run(variant: str, seed: int, cfg: Dict, dataset, data_dir: str, cache: str) -> Dict:
+def cached_run(variant: str, seed: int, cfg: Dict, dataset, images, tests, cache: str) -> Dict:
     """train_run, read from `cache` when a run with the same settings finished before."""
-    name = variant.replace(':', '-lmbd')
-    key = (f"{dataset.name}_{name}_s{seed}_w{cfg['filters']}_b{cfg['batch_size']}"
-           f"_p{cfg['patch_size']}_{cfg['steps']}-{cfg['pro_steps']}_e{cfg['eval_every']}")
-    path = os.path.join(cache, key + '.json')
+    path = os.path.join(cache, run_key(variant, seed, cfg, dataset) + '.json')
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    result = train_run(variant, seed, cfg, dataset, data_dir)
+    result = train_run(variant, seed, cfg, dataset, images, tests, cache)
     os.makedirs(cache, exist_ok=True)
     cli.write_text_atomic(path, json.dumps(result) + '\n')
     return result
@@ -165,7 +209,7 @@ def markdown(rows: List[Dict], title: str) -> str:
     lines += ['', 'paired Δ: PSNR minus that of n2s with the same seed (same initial weights and '
               'batches; pro and pro-stopgrad also share n2s\'s first phase), mean ± standard '
               'error over seeds, and in how many seeds the variant won. Time: wall time per '
-              'run, evaluations included.']
+              'run, evaluations included, the shared first phase counted in full for each.']
     return '\n'.join(lines)
 
 
@@ -218,6 +262,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from utils.datasets import get_dataset
     dataset = get_dataset(args.dataset, args.data_dir)
     tests = dataset.test_images(args.data_dir)  # fails early, with a fix, when data is missing
+    images, _ = dataset.training_data(args.data_dir)
     os.makedirs(args.out, exist_ok=True)
 
     baselines = {} if args.no_baselines else {
@@ -230,7 +275,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     total, done = len(args.variants) * len(args.seeds), 0
     for seed in args.seeds:  # seeds outermost: a short run still compares every variant
         for variant in args.variants:
-            result = cached_run(variant, seed, cfg, dataset, args.data_dir,
+            result = cached_run(variant, seed, cfg, dataset, images, tests,
                                 os.path.join(args.out, 'runs'))
             runs[variant][seed] = result
             done += 1

@@ -1,10 +1,10 @@
 """Speed of training steps, prediction and the input pipeline, with a table and a JSON file.
 
-    python -m benchmarks.speed                   # width 96 and 32, batch 16, patch 64 (about 5 min on 2 cores)
+    python -m benchmarks.speed                   # width 96 and 32, batch 16, patch 64 (~2 min, 2 cores)
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
 
 Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
-width. GFLOP/s use the work per 64x64 training image measured for the original network (issue 7
+width; for the float32 rows also the forward and backward share of a step (`split_step`). GFLOP/s use the work per 64x64 training image measured for the original network (issue 7
 anchors: 54.4 GFLOP at width 96, 6.05 at width 32), scaled by width^2 for other widths; the
 practical peak is a 4096x4096 float32 matrix product, in numpy and in TensorFlow, measured in
 the same run. Median, min and max over --steps timed steps after --warmup ones.
@@ -56,9 +56,34 @@ def matmul_peak(repeats: int = 5) -> Dict[str, float]:
             'tensorflow_gflops': flop / statistics.median(tf_times)}
 
 
+def split_step(model, batch, steps: int, warmup: int) -> Dict:
+    """Median time of the two forward passes with the loss, and of those plus the backward
+    pass, on one batch: the profile of a step (the rest of a step is Adam)."""
+    import tensorflow as tf
+    variables = model.model.trainable_weights
+
+    def forward(features, noise, mask):
+        terms, _, _ = model.loss_terms(features, noise, mask, training=True)
+        return model.loss(terms)
+
+    def backward(features, noise, mask):
+        with tf.GradientTape() as tape:
+            loss = forward(features, noise, mask)
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, variables)])
+
+    out = {}
+    for name, fn in (('forward_s', forward), ('forward_backward_s', backward)):
+        fn = tf.function(fn)
+        run = lambda: float(fn(*batch))
+        timed(run, warmup)
+        out[name] = statistics.median(timed(run, steps))
+    return out
+
+
 def bench_training(width: int, batch: int, steps: int, warmup: int,
-                   precision: str = 'float32', xla: bool = False) -> Dict:
-    """Training steps (both passes, backward, Adam) on batches from the real input pipeline."""
+                   precision: str = 'float32', xla: bool = False, split: bool = False) -> Dict:
+    """Training steps (both passes, backward, Adam) on batches from the real input pipeline;
+    with `split`, also `split_step`."""
     import numpy as np
     import tensorflow as tf
     from models import Noise2Same
@@ -69,27 +94,32 @@ def bench_training(width: int, batch: int, steps: int, warmup: int,
         step_fn = tf.function(model._train_step_fn, jit_compile=True) if xla else model._train_step
         images = np.random.default_rng(0).normal(size=(32, 180, 180, 1)).astype(np.float32)
         batches = iter(training_dataset(images, [64, 64], batch, mask_box_size(0.5), 0, 0,
-                                        warmup + steps + 1))
+                                        warmup + steps + 2))
         step = lambda: float(step_fn(*next(batches))[0]['loss'])
         timed(step, warmup)
         times = timed(step, steps)
         pipeline = timed(lambda: next(batches), 1)  # one batch on its own, after the steps
+        parts = split_step(model, next(batches), steps, warmup) if split else {}
     result = {'width': width, 'batch': batch, 'precision': precision, 'xla': xla,
-              **summary(times), 'pipeline_s': pipeline[0]}
+              **summary(times), 'pipeline_s': pipeline[0], **parts}
     result['images_per_s'] = batch / result['median_s']
     result['gflops'] = gflop_per_image(width) * batch / result['median_s']
     return result
 
 
 def bench_prediction(width: int, shape, repeats: int, precision: str = 'float32') -> Dict:
-    """`predict` of one image (normalisation, padding, network, crop) with untrained weights."""
+    """`predict` of one image (normalisation, padding, network, crop) by a model trained for one
+    step on one 16-pixel patch (weights do not matter for timing; predict needs a checkpoint)."""
     import numpy as np
     from models import Noise2Same
+    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
         model = Noise2Same(folder, 'bench', dim=len(shape),
                            net_config={'first_output_filters': width}, precision=precision)
-        model._loaded = 'in memory'  # untrained weights are fine for timing
-        image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        patch = [16] * len(shape)
+        model.train(rng.normal(size=[1] + patch + [1]).astype(np.float32), patch, batch_size=1,
+                    steps=1, verbose=False, seed=0)
+        image = rng.normal(size=shape).astype(np.float32)
         model.predict(image)  # compiles for this shape
         times = timed(lambda: model.predict(image), repeats)
     return {'width': width, 'shape': list(shape), 'precision': precision, **summary(times)}
@@ -108,6 +138,13 @@ def table(results: Dict) -> str:
                      f"{r['images_per_s']:.1f} | {r['gflops']:.0f} | "
                      f"{100 * r['gflops'] / peak['tensorflow_gflops']:.0f} % | "
                      f"{r['pipeline_s']:.4f} |")
+    for r in results['training']:
+        if 'forward_s' in r:
+            lines.append(f"\nwidth {r['width']}, {r['precision']}: two forward passes with the "
+                         f"loss {r['forward_s']:.3f} s ({100 * r['forward_s'] / r['median_s']:.0f} "
+                         f"% of the step), plus backward {r['forward_backward_s']:.3f} s "
+                         f"({100 * r['forward_backward_s'] / r['median_s']:.0f} %); "
+                         f"the rest is Adam")
     lines += ['', '| prediction, one image | s median (min-max) |', '|---|---|']
     for r in results['prediction']:
         lines.append(f"| width {r['width']}, {'x'.join(map(str, r['shape']))}, {r['precision']} "
@@ -129,7 +166,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     results = {
         'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
         'peak': matmul_peak(),
-        'training': [train(wide), train(narrow), train(wide, precision='mixed_bfloat16'),
+        'training': [train(wide, split=True), train(narrow, split=True),
+                     train(wide, precision='mixed_bfloat16'),
                      train(narrow, precision='mixed_bfloat16'), train(narrow, xla=True)],
         'prediction': [predict(wide, (481, 321)), predict(narrow, (481, 321)),
                        predict(wide, (481, 321), precision='mixed_bfloat16'),

@@ -1,6 +1,7 @@
 """The benchmark commands: the quality benchmark's schedule, statistics and outputs, and a
 smoke run of the speed benchmark's pieces."""
 import csv
+import json
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_paired_difference_is_the_mean_seedwise_gain():
     assert quality.paired_difference(runs, 'n2s') is None
 
 
-def test_quality_benchmark_runs_end_to_end_and_pairs_the_first_phase(tmp_path):
+def test_quality_benchmark_runs_end_to_end_and_shares_the_first_phase(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'benchmarks.quality', '--filters', '4', '--steps', '4',
          '--pro-steps', '2', '--eval-every', '2', '--seeds', '1', '2', '--variants', 'n2s', 'pro',
@@ -45,15 +46,21 @@ def test_quality_benchmark_runs_end_to_end_and_pairs_the_first_phase(tmp_path):
     for name in ('table.md', 'runs.csv', 'curves.csv', 'convergence.png'):
         assert (tmp_path / name).stat().st_size > 0
     rows = list(csv.DictReader(open(tmp_path / 'curves.csv')))
-    curve = {(r['variant'], r['seed'], r['step']): float(r['psnr']) for r in rows}
-    for seed in ('1', '2'):  # same seed: pro's N2S phase is n2s's first 2 steps, exactly
-        assert curve[('pro', seed, '2')] == curve[('n2s', seed, '2')]
-    assert len(list((tmp_path / 'runs').glob('*.json'))) == 4  # cached for a rerun
+    steps = {(r['variant'], r['seed']): [int(x['step']) for x in rows if (x['variant'], x['seed'])
+                                          == (r['variant'], r['seed'])] for r in rows}
+    assert all(s == [2, 4] for s in steps.values()) and len(steps) == 4
+    # the shared N2S steps were trained once per seed and kept, like the runs, for a rerun
+    assert len(list((tmp_path / 'runs').glob('demo_phase1_*/phase.json'))) == 2
+    assert len(list((tmp_path / 'runs').glob('*.json'))) == 4
+    final = {path.name.split('_')[1]: json.loads(path.read_text())['psnr']
+             for path in (tmp_path / 'runs').glob('demo_*_s1_*.json')}
+    assert final['pro'] != final['n2s']  # each continued with its own loss
 
 
 def test_speed_benchmark_pieces_report_consistent_figures():
     from benchmarks import speed
-    train = speed.bench_training(4, 2, steps=2, warmup=1)
+    train = speed.bench_training(4, 2, steps=2, warmup=1, split=True)
+    assert 0 < train['forward_s'] < train['forward_backward_s']
     assert train['min_s'] <= train['median_s'] <= train['max_s']
     assert train['images_per_s'] == pytest.approx(2 / train['median_s'])
     assert train['gflops'] == pytest.approx(54.4 * (4 / 96) ** 2 * 2 / train['median_s'])

@@ -10,7 +10,10 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional
 
+from network_configure import PRECISIONS
+
 from .datasets import DATASETS, Dataset, get_dataset
+from .distribute import STRATEGIES
 
 DATA_DIR = 'Denoising_data/'
 MODEL_DIR = 'trained_models/'
@@ -74,8 +77,7 @@ def parser(description: str, name: str) -> argparse.ArgumentParser:
 
 
 def add_precision_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--precision', default='float32',
-                   choices=['float32', 'mixed_bfloat16', 'mixed_float16'],
+    p.add_argument('--precision', default='float32', choices=PRECISIONS,
                    help='arithmetic of the convolutions: float32 (as the original), bfloat16 '
                         '(CPUs with AVX512-BF16 or AMX, recent GPUs) or float16 (GPUs; training '
                         'with loss scaling); weights stay float32')
@@ -100,7 +102,7 @@ def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
     p.add_argument('--init-from', default=None,
                    help='model directory (TF2 or original TF1) whose weights initialise a new '
                         'model; nothing is copied or written there')
-    p.add_argument('--strategy', choices=['default', 'mirrored', 'multiworker'],
+    p.add_argument('--strategy', choices=STRATEGIES,
                    default='default', help='tf.distribute strategy: one device, all local GPUs '
                    '(or --cpu-devices logical CPUs), or the TF_CONFIG cluster')
     p.add_argument('--cpu-devices', type=positive_int, default=1,

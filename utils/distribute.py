@@ -1,4 +1,5 @@
 """tf.distribute helpers: pick a strategy from a flag, and who writes files in a cluster.
+TensorFlow is imported only when a strategy is made, so the scripts' flags can use STRATEGIES.
 
     strategy = make_strategy('mirrored', cpu_devices=2)   # 2 logical CPUs when there is no GPU
     model.train(X, [64, 64], strategy=strategy, sync_batch_norm=True)
@@ -7,17 +8,21 @@
     TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
                 "task": {"type": "worker", "index": 0}}'
 """
+from __future__ import annotations
+
 import json
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 STRATEGIES = ('default', 'mirrored', 'multiworker')
 
 
 def split_cpu(cpu_devices: int) -> None:
     """Split the CPU into `cpu_devices` logical devices (must run before TensorFlow starts)."""
+    import tensorflow as tf
     if cpu_devices > 1:
         cpu = tf.config.list_physical_devices('CPU')[0]
         try:
@@ -45,6 +50,7 @@ def make_strategy(name: str = 'default', cpu_devices: int = 1) -> Optional[tf.di
         except ValueError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON ({error})") from None
     split_cpu(cpu_devices)
+    import tensorflow as tf
     if name == 'default':
         return None
     if name == 'multiworker':
