@@ -1,6 +1,7 @@
 """Quality benchmark: N2S vs N2SP variants vs NLM and BM3D, several seeds, equal step budgets.
 
-    python -m benchmarks.quality                       # demo set, CPU setting (~30 min on 2 cores)
+    python -m benchmarks.quality                       # CPU setting (~30 min on 2 cores); demo
+                                                       # set, or BSD68 when its files are there
     python -m benchmarks.quality --preset long         # width 32, 3000 steps (hours on a CPU)
     python -m benchmarks.quality --preset full --dataset bsd68   # the paper's scale (GPU)
 
@@ -19,6 +20,7 @@ under --out. Finished runs are cached in --out/runs/ and skipped on a rerun with
 settings, so an interrupted benchmark continues where it stopped.
 """
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -214,14 +216,16 @@ def markdown(rows: List[Dict], title: str) -> str:
 
 
 def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str,
-         title: str) -> None:
-    """Mean test PSNR against step per variant (band: ± one std over seeds), written atomically."""
+         title: str) -> List[str]:
+    """Mean test PSNR against step per variant (band: ± one std over seeds), written atomically.
+    Returns the legend's labels."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (variant, by_seed), style in zip(runs.items(), ('-', '--', ':', '-.', (0, (1, 4)))):
+    for (variant, by_seed), style in zip(runs.items(),
+                                         itertools.cycle(('-', '--', ':', '-.', (0, (1, 4))))):
         steps = [s for s, _ in next(iter(by_seed.values()))['curve']]
         values = np.array([[p for _, p in r['curve']] for r in by_seed.values()])
         mean, std = values.mean(0), values.std(0)
@@ -233,18 +237,21 @@ def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str
     ax.set_ylabel('test PSNR (dB)')
     ax.set_title(textwrap.fill(title, 100), fontsize=8)
     ax.grid(alpha=0.3)
+    labels = ax.get_legend_handles_labels()[1]
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = f'{path}.tmp-{os.getpid()}.png'
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
+    return labels
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--dataset', default='demo', help='demo, bsd68 or auto (bsd68 when present)')
+    p.add_argument('--dataset', default='auto',
+                   help='demo, bsd68, or auto: bsd68 when its files are in --data-dir, else demo')
     p.add_argument('--data-dir', default=cli.DATA_DIR)
     p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
     for key in PRESETS['cpu']:

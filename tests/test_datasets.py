@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from models import Noise2Same
-from utils.datasets import DATASETS, MissingDataError, get_dataset
+from utils.datasets import DATASETS, MissingDataError, get_dataset, lmbd_for_noise
 from utils.evaluation_utils import PSNR, get_scores
 from utils.predict_utils import PercentileNormalizer
 
@@ -45,6 +45,23 @@ def test_bsd68_without_subfolder_and_missing_files(tmp_path):
     np.testing.assert_allclose(X.mean(axis=(1, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(X.std(axis=(1, 2, 3)), 1, atol=1e-4)
 
+
+
+def test_lmbd_for_noise_is_twice_the_rms_normalised_noise_std(tmp_path):
+    # stds 50 and 100 exactly: normalised sigmas 0.5 and 0.25, rms sqrt((0.25 + 0.0625) / 2)
+    images = [np.tile([100.0, 0.0], 8), np.tile([300.0, 100.0], (3, 4))]
+    assert lmbd_for_noise(images, 25) == pytest.approx(2 * np.sqrt(0.15625), rel=1e-12)
+    with pytest.raises(ValueError, match="images' units"):
+        lmbd_for_noise(images, 60)  # above one image's std: sigma given on another scale
+    with pytest.raises(ValueError, match='positive'):
+        lmbd_for_noise(images, 0)
+    rng = np.random.default_rng(3)
+    (tmp_path / 'train').mkdir()
+    raw = rng.uniform(0, 255, (3, 20, 20))
+    np.save(tmp_path / 'train/DCNN400_train_gaussian25.npy', raw)
+    np.testing.assert_array_equal(DATASETS['bsd68'].raw_training_images(str(tmp_path)), raw)
+    with pytest.raises(ValueError, match='pass --lmbd instead'):
+        DATASETS['hanzi'].raw_training_images(str(tmp_path))
 
 def test_imagenet_layout_and_protocol(tmp_path, models):
     rng = np.random.default_rng(2)

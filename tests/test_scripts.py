@@ -48,6 +48,22 @@ def test_testing_without_a_model_says_how_to_train_one(tmp_path):
     assert 'python train_pro.py' in error_lines(result)[0]
 
 
+
+def test_noise_sigma_sets_lmbd_from_the_training_images(tmp_path):
+    import json
+    from utils.datasets import DATASETS
+    data, models = tmp_path / 'data', tmp_path / 'models'
+    stds = np.std(DATASETS['demo'].raw_training_images(str(data)), axis=(1, 2))
+    result = run(ROOT / 'train.py', '--dataset', 'demo', '--data-dir', data, '--model-dir', models,
+                 '--name', 'm', '--noise-sigma', 25, '--filters', 2, '--batch-size', 2,
+                 '--patch-size', 16, '--steps', 1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = 2 * np.sqrt(np.mean((25 / stds) ** 2))
+    saved = json.loads((models / 'm' / 'settings.json').read_text())['lmbd']
+    assert saved == pytest.approx(expected, rel=1e-9) and 1.0 < saved < 1.5
+    both = run(ROOT / 'train.py', '--lmbd', 1, '--noise-sigma', 25, '--model-dir', models)
+    assert both.returncode == 2 and 'not allowed with argument' in both.stderr
+
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):
     """A width-4 model trained for 2 steps on random data through the library."""

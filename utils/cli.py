@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 from network_configure import PRECISIONS
 
-from .datasets import DATASETS, Dataset, get_dataset
+from .datasets import DATASETS, Dataset, get_dataset, lmbd_for_noise
 from .distribute import STRATEGIES
 
 DATA_DIR = 'Denoising_data/'
@@ -87,8 +87,12 @@ def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
     """Training flags; None defaults are filled from the data set's published settings."""
     p.add_argument('--masking', choices=['gaussian', 'donut'], default=None,
                    help='masking; default: the data set\'s (gaussian)')
-    p.add_argument('--lmbd', type=float, default=None,
-                   help='lambda of the N2S loss (2 x sigma); default: the data set\'s (2)')
+    lmbd = p.add_mutually_exclusive_group()
+    lmbd.add_argument('--lmbd', type=float, default=None,
+                      help='lambda of the N2S loss (2 x sigma); default: the data set\'s (2)')
+    lmbd.add_argument('--noise-sigma', type=float, default=None,
+                      help='std of the noise in the training images\' units (25 for bsd68 and '
+                           'demo): sets lmbd to 2 x the normalised noise std (bsd68, demo)')
     p.add_argument('--mask-perc', type=float, default=0.5, help='percent of pixels masked')
     p.add_argument('--batch-size', type=positive_int, default=None,
                    help='default: the data set\'s (64 for bsd68 and demo)')
@@ -130,8 +134,12 @@ def training_settings(args: argparse.Namespace, dataset: Dataset) -> Dict:
     if len(patch) != dataset.dim:
         raise ValueError(f"--patch-size needs 1 or {dataset.dim} values for {dataset.name}, "
                          f"got {len(patch)}")
-    return {'masking': args.masking or defaults['masking'],
-            'lmbd': defaults['lmbd'] if args.lmbd is None else args.lmbd,
+    lmbd = defaults['lmbd'] if args.lmbd is None else args.lmbd
+    if args.noise_sigma is not None:
+        lmbd = lmbd_for_noise(dataset.raw_training_images(args.data_dir), args.noise_sigma)
+        print(f"lmbd {lmbd:.3f}: 2 x noise sigma {args.noise_sigma:g} / image std, root mean "
+              f"square over the training images")
+    return {'masking': args.masking or defaults['masking'], 'lmbd': lmbd,
             'mask_perc': args.mask_perc, 'patch_size': list(patch),
             'batch_size': args.batch_size or defaults['batch_size']}
 

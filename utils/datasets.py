@@ -38,6 +38,23 @@ def normalise_each(images, what: str = 'training image') -> np.ndarray:
     return np.array([(x - x.mean()) / max(float(x.std()), 1e-12) for x in images], np.float32)
 
 
+def lmbd_for_noise(images, sigma: float) -> float:
+    """Noise2Same's lmbd = 2 x sigma, with sigma measured after `normalise_each`.
+
+    images: the raw noisy training images (any shapes), sigma: the std of their additive noise
+    in the same units (25 for BSD68 on 0..255). Dividing image i by its std s_i turns the noise
+    std into sigma / s_i; the loss averages squared errors over all pixels, so the images
+    share one root-mean-square noise level: lmbd = 2 * sqrt(mean_i (sigma / s_i)^2).
+    """
+    if not sigma > 0:
+        raise ValueError(f"noise sigma must be positive, got {sigma}")
+    stds = np.array([float(np.std(x)) for x in images])
+    if stds.size == 0 or not np.all(stds > sigma):
+        raise ValueError(f"noise sigma {sigma} is not below every training image's std (smallest "
+                         f"{stds.min() if stds.size else 'none'}): give sigma in the images' units")
+    return float(2 * np.sqrt(np.mean((sigma / stds) ** 2)))
+
+
 @dataclass(frozen=True)
 class TestImage:
     """One test image: its name, the noisy input, the clean reference and a group label."""
@@ -87,6 +104,12 @@ class Dataset:
         """(training images (N, spatial..., C), validation images or None), normalised."""
         raise NotImplementedError
 
+    def raw_training_images(self, data_dir: str) -> np.ndarray:
+        """The noisy training images before normalisation, for data sets whose noise is
+        additive with one known std (`lmbd_for_noise`)."""
+        raise ValueError(f"--noise-sigma needs additive noise of one known std (data sets bsd68, "
+                         f"demo); {self.name}'s is not: pass --lmbd instead")
+
     def test_images(self, data_dir: str) -> List[TestImage]:
         raise NotImplementedError
 
@@ -111,8 +134,11 @@ class BSD68(Dataset):
         with_sub = os.path.join(data_dir, 'BSD68')
         return with_sub if os.path.exists(os.path.join(with_sub, self.files['test'])) else data_dir
 
+    def raw_training_images(self, data_dir):
+        return np.load(self.path(data_dir, self.files['train']), allow_pickle=True)
+
     def training_data(self, data_dir):
-        X = np.load(self.path(data_dir, self.files['train']), allow_pickle=True)
+        X = self.raw_training_images(data_dir)
         X_val = np.load(self.path(data_dir, self.files['val']), allow_pickle=True)
         return normalise_each(X)[..., None], normalise_each(X_val, 'validation image')[..., None]
 
