@@ -57,7 +57,6 @@ def test_quality_benchmark_runs_end_to_end_and_shares_the_first_phase(tmp_path):
     assert final['pro'] != final['n2s']  # each continued with its own loss
 
 
-
 def test_convergence_plot_shows_every_variant(tmp_path):
     variants = ['n2s', 'pro', 'pro-stopgrad', 'n2sp', 'n2s:0.95', 'n2s:1.3', 'n2s:3']
     runs = {v: {seed: {'curve': [(50, 20.0 + i), (100, 21.0 + seed)]} for seed in (1, 2)}
@@ -65,6 +64,7 @@ def test_convergence_plot_shows_every_variant(tmp_path):
     labels = quality.plot(runs, {'NLM': {'psnr': 30.0}}, str(tmp_path / 'c.png'), 'title')
     assert labels == [f'{v} (2 seeds)' for v in variants] + ['NLM']
     assert (tmp_path / 'c.png').stat().st_size > 0
+
 
 def test_speed_benchmark_pieces_report_consistent_figures():
     from benchmarks import speed
