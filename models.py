@@ -325,8 +325,8 @@ class Noise2Same:
         """A compiled training step over the replicas of `self._strategy`, given the step.
 
         Each worker makes the step's global batch once; replica r takes its rows
-        [r*b, (r+1)*b) (b = batch_size / replicas). The loss terms are ratios of sums over the GLOBAL batch; each replica
-        differentiates sum_k dL/dS_k * s_k (S_k the all-reduced sums, s_k its own), so the
+        [r*b, (r+1)*b) (b = batch_size / replicas). The loss terms are ratios of sums over the
+        GLOBAL batch; each replica differentiates sum_k dL/dS_k * s_k (S_k the all-reduced sums, s_k its own), so the
         all-reduced gradients are exactly those of the global loss, for any loss of the terms.
         """
         strategy, variables = self._strategy, self.model.trainable_weights

@@ -4,7 +4,8 @@
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
 
 Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
-width; for the float32 rows also the forward and backward share of a step (`split_step`). GFLOP/s use the work per 64x64 training image measured for the original network (issue 7
+width; for the float32 rows also the forward and backward share of a step (`split_step`).
+GFLOP/s use the work per 64x64 training image measured for the original network (issue 7
 anchors: 54.4 GFLOP at width 96, 6.05 at width 32), scaled by width^2 for other widths; the
 practical peak is a 4096x4096 float32 matrix product, in numpy and in TensorFlow, measured in
 the same run. Median, min and max over --steps timed steps after --warmup ones.
