@@ -1,5 +1,6 @@
 # make demo: set up, train N2S and N2SP on the offline demo set at a CPU size, test, report.
 # make test: set up and run the test suite.
+# make web: set up with the web extras and start the web demo (python demo.py).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ DEMO_FLAGS = --dataset demo --filters $(DEMO_FILTERS) --batch-size $(DEMO_BATCH)
              --steps $(DEMO_STEPS) --save-steps 100 --log-steps 50
 DEMO_OUT ?= results/demo
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv web clean-demo
 
 venv: $(VENV)/.installed
 
@@ -22,7 +23,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed requirements-test.txt
+$(VENV)/.web-installed: $(VENV)/.installed requirements-web.txt
+	$(PY) -m pip install --quiet -r requirements-web.txt
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.web-installed requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
@@ -34,10 +39,13 @@ demo: venv
 	$(PY) test_pro.py --dataset demo --name demo-N2SP --csv $(DEMO_OUT)/n2sp_per_image.csv
 	$(PY) test_single.py Denoising_data/demo/test/noisy_camera.png --name demo-N2SP \
 	    --output $(DEMO_OUT)/camera_denoised.png --figure $(DEMO_OUT)/camera_figure.png
-	$(PY) demo.py --n2s demo-N2S --n2sp demo-N2SP --out $(DEMO_OUT)
+	$(PY) report.py --n2s demo-N2S --n2sp demo-N2SP --out $(DEMO_OUT)
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q tests
+
+web: $(VENV)/.web-installed
+	$(PY) demo.py
 
 # Forget the demo models and results (the demo data set is kept).
 clean-demo:

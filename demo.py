@@ -1,55 +1,37 @@
-"""The demo's report: noisy input, NLM (scikit-image) and the trained N2S and N2SP models on the
-demo test images; prints one table and writes it (markdown and CSV) under results/demo/.
+"""Web demo: a page that denoises an uploaded image (as the original Noise2Same's demo.py).
 
-    python demo.py --n2s demo-N2S --n2sp demo-N2SP
+    python demo.py                       # http://127.0.0.1:7860, models from trained_models/
+    python demo.py --port 8080 --share   # also a temporary public link (Gradio's share service)
+
+Needs the web extras: pip install -r requirements-web.txt (or make web). Upload a PNG, JPEG or
+TIFF, or pick an example; choose a model; optionally add Gaussian noise to a clean picture to
+see PSNR and SSIM; drag the slider to compare input and output; download the result.
 """
-import argparse
-import os
 from typing import List, Optional
 
-from utils import cli  # first: it sets TensorFlow's environment
-from utils.baselines import nlm
-from utils.datasets import get_dataset
-from utils.evaluation_utils import score_denoiser
+from utils import cli
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--data-dir', default=cli.DATA_DIR)
-    p.add_argument('--model-dir', default=cli.MODEL_DIR)
-    p.add_argument('--dataset', default='demo')
-    p.add_argument('--n2s', default='demo-N2S', help='Noise2Same model name')
-    p.add_argument('--n2sp', default='demo-N2SP', help='Noise2SamePro model name')
-    p.add_argument('--out', default='results/demo', help='folder of table.md and table.csv')
+    p = cli.new_parser(__doc__)
+    p.add_argument('--host', default='127.0.0.1', help='address to serve on (0.0.0.0: all)')
+    p.add_argument('--port', type=cli.positive_int, default=7860, help='port to serve on')
+    p.add_argument('--share', action='store_true', help='also create a public share link')
+    p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='where the examples are built')
     args = p.parse_args(argv)
-    from models import Noise2Same
-
-    dataset = get_dataset(args.dataset, args.data_dir)
-    images = dataset.test_images(args.data_dir)
-    for name in (args.n2s, args.n2sp):
-        cli.require_checkpoint(args.model_dir, name, 'make demo')
-    methods = {'noisy input': lambda x: x, 'NLM (scikit-image)': nlm}
-    for label, name in (('Noise2Same', args.n2s), ('Noise2SamePro', args.n2sp)):
-        methods[f'{label} ({name})'] = Noise2Same(args.model_dir, name).predict
-
-    rows = []
-    for method, denoise in methods.items():
-        score = score_denoiser(denoise, images)
-        rows.append({'method': method, 'psnr_db': round(score['psnr'], 2),
-                     'ssim': round(score['ssim'], 4),
-                     'seconds_per_image': round(score['seconds'], 3)})
-
-    lines = [f"Demo test set ({dataset.name}: {', '.join(im.name for im in images)}; "
-             f"{len(images)} images, Gaussian sigma 25)", '',
-             '| method | PSNR (dB) | SSIM | s / image |', '|---|---|---|---|']
-    lines += [f"| {r['method']} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | "
-              f"{r['seconds_per_image']:.3f} |" for r in rows]
-    table = '\n'.join(lines)
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    cli.write_text_atomic(os.path.join(args.out, 'table.md'), table + '\n')
-    cli.write_csv_atomic(os.path.join(args.out, 'table.csv'), rows)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise OSError("the web demo needs Gradio: pip install -r requirements-web.txt "
+                      "(or make web)") from None
+    cli.start_tensorflow(training=False)
+    from utils.web_demo import DenoiseService, build_app, example_images
+    service = DenoiseService(args.model_dir)
+    app = build_app(service, example_images(args.data_dir))
+    print(f'serving on http://{args.host}:{args.port} (Ctrl-C to stop)', flush=True)
+    app.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
+                       allowed_paths=[service.out_dir])
 
 
 if __name__ == '__main__':

@@ -1,36 +1,70 @@
-"""Download a published Noise2Same data set with gdown into the data folder.
+"""Get a published Noise2Same data set into the data folder.
 
-    python download.py --dataset bsd68
-Offline, it fails with one line saying where to put the files by hand.
+    python download.py --dataset bsd68                              # the original files (gdown)
+    python download.py --dataset bsd68 --from ../shared/data/bsd68  # built from local PNG folders
+    python download.py --dataset bsd68 --source dncnn               # built from the DnCNN repository's PNGs
+
+BSD68 built from PNGs (--from or --source dncnn): utils/bsd68_build.py says how (fixed noise
+seed, 396 training + 4 validation images). Offline, a download fails with one line saying where
+to put the files by hand. A complete data set is never overwritten.
 """
 import argparse
+import os
 from typing import List, Optional
 
 from utils import cli
 from utils.datasets import DATASETS, DRIVE_FOLDER
 
 
+def fetch_drive(dataset, data_dir: str) -> None:
+    """The original files from the authors' Google Drive folder."""
+    import gdown
+    try:
+        gdown.download_folder(DRIVE_FOLDER, output=data_dir, quiet=False)
+    except Exception as error:  # gdown raises many types when offline or rate-limited
+        hint = " or build bsd68 from its PNGs with --from DIR" if dataset.name == 'bsd68' else ''
+        raise OSError(f"download failed ({type(error).__name__}, no network?); download {DRIVE_FOLDER} by "
+                      f"hand and put the {dataset.name} files under {data_dir} "
+                      f"(layout: utils/datasets.py){hint}") from None
+    if not dataset.available(data_dir):
+        raise OSError(f"downloaded, but {dataset.name}'s files are not where expected under "
+                      f"{data_dir}; move them into the layout of utils/datasets.py")
+
+
+def build_bsd68(args: argparse.Namespace) -> None:
+    """BSD68 built from PNG folders, local (--from) or downloaded (--source dncnn)."""
+    from tqdm.auto import tqdm
+
+    from utils import bsd68_build
+    folder = os.path.join(args.data_dir, 'BSD68')
+    if args.from_dir:
+        bsd68_build.build_bsd68(args.from_dir, folder)
+    else:
+        bsd68_build.build_from_dncnn(folder, progress=lambda jobs: tqdm(jobs, desc='fetching PNGs'))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.new_parser(__doc__)
     p.add_argument('--dataset', required=True,
                    choices=sorted(name for name in DATASETS if name != 'demo'))
-    p.add_argument('--data-dir', default=cli.DATA_DIR)
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='folder of the data sets')
+    p.add_argument('--source', choices=['drive', 'dncnn'], default='drive',
+                   help="drive: the original files (default); dncnn: bsd68 built from the DnCNN "
+                        "repository's PNGs")
+    p.add_argument('--from', dest='from_dir', metavar='DIR', default=None,
+                   help='bsd68 built from the PNG folders in DIR (train400/ and test68/, or a '
+                        'DnCNN checkout)')
     args = p.parse_args(argv)
+    if (args.from_dir or args.source == 'dncnn') and args.dataset != 'bsd68':
+        p.error('--from and --source dncnn build bsd68 only')
     dataset = DATASETS[args.dataset]
     if dataset.available(args.data_dir):
         print(f'{args.dataset} is already in {args.data_dir}')
         return
-    import gdown
-    try:
-        gdown.download_folder(DRIVE_FOLDER, output=args.data_dir, quiet=False)
-    except Exception as error:  # gdown raises many types when offline or rate-limited
-        raise OSError(f"download failed ({type(error).__name__}, no network?); download {DRIVE_FOLDER} by "
-                      f"hand and put the {args.dataset} files under {args.data_dir} "
-                      f"(layout: utils/datasets.py)") from None
-    if not dataset.available(args.data_dir):
-        raise OSError(f"downloaded, but {args.dataset}'s files are not where expected under "
-                      f"{args.data_dir}; move them into the layout of utils/datasets.py")
+    if args.from_dir or args.source == 'dncnn':
+        build_bsd68(args)
+    else:
+        fetch_drive(dataset, args.data_dir)
     print(f'{args.dataset} is ready in {args.data_dir}')
 
 

@@ -1,8 +1,14 @@
-"""Noise2Same and Noise2SamePro: masking, the loss, training, checkpoints and prediction.
+"""Noise2Same and Noise2SamePro: the method of the two papers, masking, the loss terms and the
+loss, over the U-Net of network.py.
 
 Shapes: a batch is (B, spatial..., C) with 2 or 3 spatial axes and C = in_channels; `features`
 are normalised noisy patches, `mask` is 1 at masked pixels, `noise` the replacement values of
 'gaussian' masking (REFERENCE.md sections 1 and 2).
+
+The work behind the public methods lives in one module each: training (the step, tf.distribute,
+logging, validation, checkpoints) in utils/training_loop.py, prediction (normalisation, padding,
+tiling, self-ensemble) in utils/predict_utils.py, export in utils/serving.py, checkpoint reading
+in utils/checkpoint_utils.py.
 
 Example
 -------
@@ -10,32 +16,25 @@ Example
 >>> model.train(X[..., None], patch_size=[64, 64], validation=X_val[..., None], steps=3000)
 >>> denoised = model.predict(noisy_image)          # (H, W) float, same scale as the input
 """
+import functools
 import os
-import shutil
-import sys
-import tempfile
-
-# oneDNN CPU kernels on, as in utils/__init__.py (whichever is imported first sets it).
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-
-from contextlib import contextmanager, nullcontext  # noqa: E402
+from contextlib import contextmanager
 from typing import Dict, Mapping, Optional, Sequence
 
-import numpy as np
-import tensorflow as tf
-from tqdm.auto import tqdm
+from utils.tf_setup import import_tensorflow
 
-from network import DenoisingNetwork
-from network_configure import PRECISIONS, merged_net_config
-from utils.checkpoint_utils import (CheckpointError, backup_tf1_state, infer_settings,
-                                    is_tf1_checkpoint, latest_checkpoint, read_checkpoint,
-                                    read_settings, tf1_variable_names, write_json_atomic,
-                                    SETTINGS_FILE)
-from utils.distribute import is_chief
-from utils.predict_utils import PadAndCropResizer, get_coord
-from utils.train_utils import (TF1Adam, batch_maker, check_training_images, donut_average,
-                               learning_rate, mask_box_size, training_dataset,
-                               validation_batches)
+tf = import_tensorflow()  # quietly, once; oneDNN as set by the caller (utils/tf_setup.py)
+
+import numpy as np  # noqa: E402
+
+from network import DenoisingNetwork  # noqa: E402
+from network_configure import PRECISIONS, merged_net_config  # noqa: E402
+from utils import serving, training_loop  # noqa: E402
+from utils.checkpoint_utils import (CheckpointError, infer_settings, is_tf1_checkpoint,  # noqa: E402
+                                    latest_checkpoint, read_checkpoint, read_settings,
+                                    tf1_variable_names)
+from utils.predict_utils import PadAndCropResizer, Predictor  # noqa: E402
+from utils.train_utils import TF1Adam, donut_average, mask_box_size, training_dataset  # noqa: E402
 
 training_config = {'base_learning_rate': 0.0004,
                    'lr_decay_steps': 5e3,
@@ -43,11 +42,8 @@ training_config = {'base_learning_rate': 0.0004,
                    'lr_staircase': True}
 
 MASKINGS = ('gaussian', 'donut')
-# mixed_float16: the loss is multiplied by the scale; a step whose gradients overflow is skipped
-# and halves it, `growth_steps` finite steps in a row double it (Keras' LossScaleOptimizer rule)
-LOSS_SCALE = {'initial': 2.0 ** 15, 'growth_steps': 2000}
 _DEFAULTS = {'dim': 2, 'in_channels': 1, 'masking': 'gaussian', 'mask_perc': 0.5}
-TERMS = ('reconstruction', 'invariance', 'blind_spot')
+TERMS = training_loop.TERMS
 
 
 def safe_sqrt(x: tf.Tensor) -> tf.Tensor:
@@ -112,13 +108,14 @@ class Noise2Same:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        self._strategy: Optional[tf.distribute.Strategy] = None
-        self._loaded: Optional[str] = None
-        self._build()
+        self.strategy: Optional[tf.distribute.Strategy] = None  # set by training
+        self.loaded: Optional[str] = None  # the checkpoint the variables hold
+        self.build()
 
-    def _build(self) -> None:
-        """Create the network, optimizer, counters and compiled functions (in the current
-        tf.distribute strategy's scope)."""
+    def build(self) -> None:
+        """Create the network and the training state (optimizer, global step, input-pipeline
+        seed, loss scale), all of which a checkpoint holds, in the current tf.distribute
+        strategy's scope; `state` maps their TF1 checkpoint names to the variables."""
         self.model = DenoisingNetwork(self.dim, self.in_channels, self.net_config,
                                       precision=self.precision)
         self.net = self.model.unet
@@ -126,17 +123,21 @@ class Noise2Same:
         self.optimizer = TF1Adam([(n, v) for n, v in named if v.trainable])
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
         self.seed = tf.Variable(0, dtype=tf.int64, trainable=False, name='seed')
-        self._state = {**{n: v for n, v in named}, **self.optimizer.named_state(),
-                       'global_step': self.global_step, 'input_pipeline/seed': self.seed}
+        self.state = {**{n: v for n, v in named}, **self.optimizer.named_state(),
+                      'global_step': self.global_step, 'input_pipeline/seed': self.seed}
         self.loss_scale = None  # dynamic loss scale of mixed_float16, and finite steps since
         if self.precision == 'mixed_float16':
-            self.loss_scale = tf.Variable(LOSS_SCALE['initial'], trainable=False, name='loss_scale')
-            self._finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self._state.update({'loss_scale/scale': self.loss_scale,
-                                'loss_scale/finite_steps': self._finite_steps})
+            self.loss_scale = tf.Variable(training_loop.LOSS_SCALE['initial'], trainable=False,
+                                          name='loss_scale')
+            self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.state.update({'loss_scale/scale': self.loss_scale,
+                               'loss_scale/finite_steps': self.finite_steps})
+        self._train_step_fn = functools.partial(training_loop.train_step, self)
         self._train_step = tf.function(self._train_step_fn)
-        self._infer = tf.function(lambda x: self.model(x, training=False), input_signature=[
+        infer = tf.function(lambda x: self.model(x, training=False), input_signature=[
             tf.TensorSpec([None] * (self.dim + 1) + [self.in_channels], tf.float32)])
+        self.predictor = Predictor(lambda x: infer(tf.constant(x, tf.float32)).numpy(),
+                                   self.dim, self.in_channels, 2 ** self.net.depth)
 
     # ---------------------------------------------------------------- settings
 
@@ -241,7 +242,7 @@ class Noise2Same:
         """Load a checkpoint (TF1 or TF2 prefix): weights and BN statistics, and with `optimizer`
         the Adam slots, beta powers, global step and input-pipeline seed it holds."""
         values = read_checkpoint(path)
-        for name, variable in self._state.items():
+        for name, variable in self.state.items():
             is_weight = name.startswith('main_unet/') and '/Adam' not in name
             if name not in values:
                 if is_weight:
@@ -256,119 +257,27 @@ class Noise2Same:
                     f"checkpoint {path} holds {name} of shape {tuple(value.shape)}, this model "
                     f"needs {tuple(variable.shape)}: dim, in_channels or widths differ")
             variable.assign(tf.cast(value, variable.dtype))
-        self._loaded = path
+        self.loaded = path
 
     def _restore_latest(self, checkpoint_path: Optional[str] = None) -> None:
         path = checkpoint_path or latest_checkpoint(self.model_dir)
         if path is None:
-            if self._loaded is None:
+            if self.loaded is None:
                 raise CheckpointError(f"no checkpoint in {self.model_dir}; train a model there "
                                       f"first or point at a directory that holds one")
             return
-        if path != self._loaded:
+        if path != self.loaded:
             self.restore(path, optimizer=False)
 
     # ---------------------------------------------------------------- training
-
-    def _train_step_fn(self, features, noise, mask):
-        with tf.GradientTape() as tape:
-            terms, raw_pred, masked_pred = self.loss_terms(features, noise, mask, training=True)
-            loss = self.loss(terms)
-            scaled = loss * self.loss_scale if self.loss_scale is not None else loss
-        variables = self.model.trainable_weights
-        terms.update(loss=loss, learning_rate=self._apply(tape.gradient(scaled, variables),
-                                                          variables))
-        return terms, raw_pred[:3], masked_pred[:3]
-
-    def _apply(self, gradients, variables) -> tf.Tensor:
-        """One Adam step with the gradients of the (scaled) loss; advances the global step.
-        Under mixed_float16 they are unscaled, and a step with Inf or NaN is skipped.
-        Returns the learning rate."""
-        lr = learning_rate(self.global_step, self.opt_config)
-        if self.loss_scale is None:
-            self.optimizer.apply(gradients, variables, lr)
-        else:
-            gradients = [g / self.loss_scale for g in gradients]
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-            tf.cond(finite, lambda: self._finite_step(gradients, variables, lr),
-                    self._overflow_step)
-        self.global_step.assign_add(1)
-        return lr
-
-    def _finite_step(self, gradients, variables, lr):
-        self.optimizer.apply(gradients, variables, lr)
-        grow = self._finite_steps + 1 >= LOSS_SCALE['growth_steps']
-        self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
-        self._finite_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self._finite_steps + 1))
-        return tf.constant(True)
-
-    def _overflow_step(self):
-        self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
-        self._finite_steps.assign(0)
-        return tf.constant(False)
-
-    def _use_strategy(self, strategy: Optional[tf.distribute.Strategy],
-                      sync_batch_norm: bool) -> None:
-        """Re-create the variables in `strategy`'s scope (None: one device), keeping their values."""
-        if strategy is not self._strategy:
-            values = {name: variable.numpy() for name, variable in self._state.items()}
-            with strategy.scope() if strategy is not None else nullcontext():
-                self._build()
-            for name, variable in self._state.items():
-                variable.assign(values[name])
-            self._strategy = strategy
-        for layer in self.model._flatten_layers():
-            if hasattr(layer, 'synchronized'):
-                layer.synchronized = sync_batch_norm
-
-    def _distributed_step(self, make_batch, batch_size: int):
-        """A compiled training step over the replicas of `self._strategy`, given the step.
-
-        Each worker makes the step's global batch once; replica r takes its rows
-        [r*b, (r+1)*b) (b = batch_size / replicas). The loss terms are ratios of sums over the
-        GLOBAL batch; each replica differentiates sum_k dL/dS_k * s_k (S_k the all-reduced sums, s_k its own), so the
-        all-reduced gradients are exactly those of the global loss, for any loss of the terms.
-        """
-        strategy, variables = self._strategy, self.model.trainable_weights
-        per_replica = batch_size // strategy.num_replicas_in_sync
-        total = tf.distribute.ReduceOp.SUM
-
-        def replica_step(global_batch):
-            replica = tf.distribute.get_replica_context()
-            first = replica.replica_id_in_sync_group * per_replica
-            features, noise, mask = (t[first:first + per_replica] for t in global_batch)
-            with tf.GradientTape() as tape:
-                sums, raw_pred, masked_pred = self.loss_sums(features, noise, mask, training=True)
-                global_sums = replica.all_reduce(total, tf.stop_gradient(sums))
-                with tf.GradientTape() as inner:
-                    inner.watch(global_sums)
-                    terms = self.terms_from_sums(global_sums)
-                    loss = self.loss(terms)
-                weights = tf.stop_gradient(inner.gradient(loss, global_sums))
-                surrogate = tf.reduce_sum(weights * sums)
-                if self.loss_scale is not None:
-                    surrogate *= self.loss_scale
-            gradients = replica.all_reduce(total, tape.gradient(surrogate, variables))
-            terms['loss'] = loss
-            batch = (features[:3], noise[:3], mask[:3])
-            return gradients, terms, batch, raw_pred[:3], masked_pred[:3]
-
-        @tf.function
-        def step_fn(step):
-            results = strategy.run(replica_step, args=(make_batch(step),))
-            gradients, terms, batch, raw_pred, masked_pred = tf.nest.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0], results)
-            # in cross-replica context: every copy of a variable gets the same update
-            terms['learning_rate'] = self._apply(gradients, variables)
-            return (terms, raw_pred, masked_pred), batch
-        return step_fn
 
     def train(self, source_lst, patch_size: Sequence[int], validation=None, batch_size: int = 64,
               save_steps: int = 100, log_steps: int = 100, steps: int = 50000,
               seed: Optional[int] = None, init_from: Optional[str] = None,
               verbose: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
               sync_batch_norm: bool = False) -> int:
-        """Train until global step `steps`, resuming from the model directory's newest checkpoint.
+        """Train until global step `steps`, resuming from the model directory's newest checkpoint
+        (the loop: utils/training_loop.py).
 
         Parameters
         ----------
@@ -394,209 +303,31 @@ class Noise2Same:
         (then re-raised); TensorBoard scalars every `log_steps` into the model directory,
         validation into its 'eval' folder. Returns the number of steps trained (0: nothing to do).
         """
-        for label, value in (('batch_size', batch_size), ('save_steps', save_steps),
-                             ('log_steps', log_steps), ('steps', steps)):
-            if int(value) < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value}")
-        patch_size = [int(p) for p in patch_size]
-        check_training_images(source_lst, self.dim, self.in_channels, patch_size)
-        if validation is not None:
-            validation = self._check_validation(validation)
+        return training_loop.fit(self, source_lst, patch_size, validation, batch_size, save_steps,
+                                 log_steps, steps, seed, init_from, verbose, strategy,
+                                 sync_batch_norm)
 
-        self._use_strategy(strategy, sync_batch_norm)
-        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-        if batch_size % replicas:
-            raise ValueError(f"batch_size {batch_size} does not split over {replicas} replicas; "
-                             f"use a multiple of {replicas}")
-        chief = is_chief(strategy)
-        os.makedirs(self.model_dir, exist_ok=True)
-        path = latest_checkpoint(self.model_dir)
-        if path is not None:
-            self.restore(path, optimizer=True)
-        elif init_from is not None:
-            source = latest_checkpoint(init_from)
-            if source is None:
-                raise CheckpointError(f"init_from {init_from} holds no checkpoint")
-            self.restore(source, optimizer=False)
-        start = int(self.global_step.numpy())
-        if steps <= start:
-            print(f"nothing to do: {self.model_dir} is already at step {start} (asked to train "
-                  f"to step {steps}); raise steps to train further")
-            return 0
-        if seed is not None:
-            self.seed.assign(seed)
-        elif path is None or is_tf1_checkpoint(path):
-            self.seed.assign(int(np.random.SeedSequence().entropy % 2 ** 31))
-
-        if chief:
-            backup_tf1_state(self.model_dir)
-            write_json_atomic(os.path.join(self.model_dir, SETTINGS_FILE), self.settings())
-        # every worker of a cluster saves (reading distributed variables is collective); only
-        # the chief's checkpoints and summaries are kept
-        save_dir = self.model_dir if chief else tempfile.mkdtemp(prefix='worker-ckpt-')
-        manager = tf.train.CheckpointManager(tf.train.Checkpoint(state=self._state),
-                                             save_dir, max_to_keep=2, checkpoint_name='ckpt')
-        new_writer = tf.summary.create_file_writer if chief else (
-            lambda folder: tf.summary.create_noop_writer())
-        writer = new_writer(self.model_dir)
-        eval_writer = new_writer(os.path.join(self.model_dir, 'eval'))
-        box = mask_box_size(self.mask_perc)
-        seed = int(self.seed.numpy())
-        if strategy is None:
-            batches = ((self._train_step(*batch), batch) for batch in training_dataset(
-                source_lst, patch_size, batch_size, box, seed, start, steps))
-        else:
-            step_fn = self._distributed_step(
-                batch_maker(source_lst, patch_size, batch_size, box, seed), batch_size)
-            batches = (step_fn(tf.constant(s, tf.int64)) for s in range(start, steps))
-        bar = tqdm(total=steps, initial=start, disable=not (verbose and chief), unit='step',
-                   desc=f'{type(self).__name__} {self.name}', dynamic_ncols=True,
-                   mininterval=1 if sys.stderr.isatty() else 30)
-        saved = start
-        try:
-            for (terms, raw_pred, masked_pred), (features, noise, mask) in batches:
-                step = int(self.global_step.numpy())
-                bar.update(1)
-                if step % log_steps == 0 or step == steps:
-                    values = {k: float(v) for k, v in terms.items()}
-                    bar.set_postfix({k[:3]: f'{values[k]:.4f}' for k in ('loss',) + TERMS})
-                    with writer.as_default(step=step):
-                        for key, value in values.items():
-                            tf.summary.scalar(f'loss_metric/{key}' if key in TERMS else key, value)
-                        self._image_summaries(features, noise, mask, raw_pred, masked_pred)
-                if step % save_steps == 0 or step == steps:
-                    self._save(manager, step)
-                    saved = step
-                    if validation is not None:
-                        scores = self.evaluate(validation, box)
-                        with eval_writer.as_default(step=step):
-                            for key, value in scores.items():
-                                tf.summary.scalar(f'loss_metric/{key}', value)
-                        if chief:
-                            bar.write(f'step {step}: validation ' + ', '.join(
-                                f'{k} {v:.5f}' for k, v in scores.items()))
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through utils.cli.run
-            step = int(self.global_step.numpy())
-            if step > saved:
-                self._save(manager, step)
-            bar.write(f'interrupted at step {step}; checkpoint {self._loaded} holds it',
-                      file=sys.stderr)
-            raise
-        finally:
-            bar.close()
-            writer.flush()
-            eval_writer.flush()
-            if not chief:
-                shutil.rmtree(save_dir, ignore_errors=True)
-        return steps - start
-
-    def _save(self, manager: tf.train.CheckpointManager, step: int) -> None:
-        """Write the checkpoint of `step`; on failure (e.g. a full disk) remove its partial
-        files and say which earlier checkpoint is intact."""
-        try:
-            written = manager.save(checkpoint_number=step)
-            self._loaded = os.path.join(self.model_dir, os.path.basename(written))
-        except Exception as error:  # OSError, or tf.errors.* wrapping one
-            for leftover in tf.io.gfile.glob(os.path.join(manager.directory, f'ckpt-{step}.*')):
-                tf.io.gfile.remove(leftover)
-            previous = latest_checkpoint(self.model_dir) or 'no earlier checkpoint'
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ''
-            raise CheckpointError(f"could not write the checkpoint of step {step} "
-                                  f"({type(error).__name__}: {first}); {previous} is intact"
-                                  ) from None
-
-    def _check_validation(self, validation) -> np.ndarray:
-        validation = np.asarray(validation, np.float32)
-        if validation.ndim != self.dim + 2 or validation.shape[-1] != self.in_channels:
-            raise ValueError(f"validation has shape {validation.shape}; expected (N, "
-                             f"{self.dim} spatial axes..., {self.in_channels})")
-        if not np.all(np.isfinite(validation)):
-            raise ValueError(f"validation holds {np.size(validation) - np.isfinite(validation).sum()}"
-                             f" NaN or Inf values")
-        # The U-Net needs spatial sizes divisible by 2**(depth-1): reflect-pad when they are not.
-        return PadAndCropResizer().before(validation, 2 ** (self.net.depth - 1), exclude=[0, -1])
+    def before_training(self, images, patch_size: Sequence[int], batch_size: int) -> None:
+        """Called by the training loop once the checkpoint is loaded, before the first step."""
 
     def evaluate(self, validation: np.ndarray, box: Optional[int] = None) -> Dict[str, float]:
         """Mean loss terms over validation batches of 4, BN in inference mode, fixed masks."""
-        box = box or mask_box_size(self.mask_perc)
-        sums: Dict[str, list] = {}
-        for features, noise, mask in validation_batches(validation, box, int(self.seed.numpy())):
-            terms, _, _ = self.loss_terms(features, noise, mask, training=False)
-            terms['loss'] = self.loss(terms)
-            for key, value in terms.items():
-                sums.setdefault(key, []).append(float(value))
-        return {k: float(np.mean(v)) for k, v in sums.items()}
-
-    def _image_summaries(self, features, noise, mask, raw_pred, masked_pred) -> None:
-        """The original's six image summaries (3D: maximum projection along Z), 3 images each."""
-        features, mask = features[:3], mask[:3]
-        images = {'1_inputs': features, '2_raw_predictions': raw_pred, '3_mask': mask,
-                  '4_masked_predictions': masked_pred, '5_difference': raw_pred - masked_pred,
-                  '6_rec_error': masked_pred - features}
-        for name, image in images.items():
-            if self.dim == 3:
-                image = tf.reduce_max(image, axis=1)
-            if image.shape[-1] not in (1, 3, 4):
-                image = image[..., :1]
-            low = tf.reduce_min(image, axis=[1, 2, 3], keepdims=True)
-            high = tf.reduce_max(image, axis=[1, 2, 3], keepdims=True)
-            tf.summary.image(name, (image - low) / tf.maximum(high - low, 1e-12), max_outputs=3)
+        return training_loop.validation_scores(self, validation, box)
 
     # ---------------------------------------------------------------- prediction
 
-    def _channels_last(self, image: np.ndarray, leading: int = 0):
-        """(array with a channel axis, whether one was added); checks rank and channels."""
-        image = np.asarray(image)
-        spatial = image.ndim - leading
-        if self.in_channels == 1 and spatial == self.dim:
-            return image[..., None], True
-        if spatial != self.dim + 1 or image.shape[-1] != self.in_channels:
-            what = 'a stack of images ' if leading else 'an image '
-            want = f"(N, {self.dim} spatial axes" if leading else f"({self.dim} spatial axes"
-            want += ')' if self.in_channels == 1 else f", {self.in_channels} channels)"
-            raise ValueError(f"expected {what}{want}, got shape {image.shape}")
-        return image, False
-
-    @staticmethod
-    def _normalisers(image: np.ndarray, im_mean, im_std):
-        if im_mean is None or im_std is None:
-            im_mean, im_std = image.mean(), image.std()
-        im_std = np.where(np.asarray(im_std) == 0, 1.0, im_std)  # a constant image
-        return np.asarray(im_mean, np.float32), np.asarray(im_std, np.float32)
-
-    def _run(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """The network in inference mode on (B, spatial..., C), spatial sizes multiples of
-        2**depth; batches of `batch_size`."""
-        return np.concatenate([self._infer(tf.constant(batch[i:i + batch_size], tf.float32)).numpy()
-                               for i in range(0, len(batch), batch_size)])
-
-    def _check_values(self, image: np.ndarray, spatial: Sequence[int]) -> None:
-        """NaN/Inf and too-small images are errors (the U-Net needs 2**depth pixels per axis)."""
-        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-        if bad:
-            raise ValueError(f"the input holds {bad} NaN or Inf values; replace them first")
-        least = 2 ** self.net.depth
-        for axis, size in enumerate(spatial):
-            if size < least:
-                raise ValueError(f"the input is {size} pixels along spatial axis {axis}; "
-                                 f"at least {least} are needed")
-
     def predict(self, image: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
-                checkpoint_path: Optional[str] = None, im_mean=None, im_std=None) -> np.ndarray:
+                checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
+                tta: bool = False) -> np.ndarray:
         """Denoise one image: (spatial...) for one channel, or (spatial..., C).
 
         Normalised by its own mean and std unless given (scalars, or per channel); reflect-padded
         to multiples of 2**depth, run with moving BN statistics, cropped and de-normalised.
+        tta: average over the 8 flips and 90-degree rotations (8x the time).
         Returns float32 of the input's shape.
         """
         self._restore_latest(checkpoint_path)
-        x, added = self._channels_last(image)
-        self._check_values(x, x.shape[:-1])
-        mean, std = self._normalisers(x, im_mean, im_std)
-        resizer = resizer or PadAndCropResizer()
-        x = resizer.before((x - mean) / std, 2 ** self.net.depth, exclude=-1)
-        out = resizer.after(self._run(x[None])[0], exclude=-1) * std + mean
-        return (out[..., 0] if added else out).astype(np.float32)
+        return self.predictor.predict(image, im_mean, im_std, resizer, tta)
 
     def batch_predict(self, images: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
                       checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
@@ -604,113 +335,84 @@ class Noise2Same:
         """Denoise a stack of equally sized images: (N, spatial...) or (N, spatial..., C),
         normalised together by the stack's mean and std unless given."""
         self._restore_latest(checkpoint_path)
-        x, added = self._channels_last(images, leading=1)
-        self._check_values(x, x.shape[1:-1])
-        mean, std = self._normalisers(x, im_mean, im_std)
-        resizer = resizer or PadAndCropResizer()
-        x = resizer.before((x - mean) / std, 2 ** self.net.depth, exclude=[0, -1])
-        out = resizer.after(self._run(x, batch_size), exclude=[0, -1]) * std + mean
-        return (out[..., 0] if added else out).astype(np.float32)
+        return self.predictor.batch_predict(images, im_mean, im_std, resizer, batch_size)
 
     def crop_predict(self, image: np.ndarray, size: int, margin: int,
                      resizer: Optional[PadAndCropResizer] = None,
                      checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
-                     batch_size: int = 4) -> np.ndarray:
+                     batch_size: int = 4, tta: bool = False) -> np.ndarray:
         """Denoise a large image tile by tile: the last two spatial axes are cut into
         size x size tiles overlapping by 2*margin, of which each keeps its centre.
 
         image: (spatial...) or (spatial..., C) as in `predict`; normalised as a whole.
         """
         self._restore_latest(checkpoint_path)
-        x, added = self._channels_last(image)
-        self._check_values(x, x.shape[:-1])
-        mean, std = self._normalisers(x, im_mean, im_std)
-        x = (x - mean) / std
-        out = np.empty(x.shape, np.float32)
-        tiles = list(get_coord(x.shape[:-1], size, margin))
-        resizer = resizer or PadAndCropResizer()
-        for start in range(0, len(tiles), batch_size):
-            group = tiles[start:start + batch_size]
-            shapes = {x[src].shape for src, _, _ in group}
-            for shape in shapes:  # edge tiles may be smaller: one batch per tile shape
-                same = [t for t in group if x[t[0]].shape == shape]
-                batch = resizer.before(np.stack([x[src] for src, _, _ in same]),
-                                       2 ** self.net.depth, exclude=[0, -1])
-                pred = resizer.after(self._run(batch), exclude=[0, -1])
-                for (src, trg, mrg), tile in zip(same, pred):
-                    out[trg] = tile[mrg]
-        out = out * std + mean
-        return out[..., 0] if added else out
+        return self.predictor.crop_predict(image, size, margin, im_mean, im_std, resizer,
+                                           batch_size, tta)
 
     # ---------------------------------------------------------------- export
 
     def export(self, path: str, checkpoint_path: Optional[str] = None) -> str:
-        """Write a SavedModel that needs neither this repository nor Keras to run.
-
-        Its `serving_default` signature takes 'image', one float32 image of any size (>= 2**depth
-        per spatial axis) with the channel axis last (also for one channel), and returns
-        {'denoised': same shape}, normalised by the image's mean and std like `predict`.
-        Written to a temporary folder and renamed; an existing `path` is an error.
-        """
-        if os.path.exists(path):
-            raise FileExistsError(f"{path} exists; remove it or choose another export path")
+        """Write a SavedModel that needs neither this repository nor Keras to run; its
+        `serving_default` signature maps 'image' (spatial..., C) float32 to {'denoised': same
+        shape} (utils/serving.py). An existing `path` is an error."""
         self._restore_latest(checkpoint_path)
-        module = ServingModule(self.model, self.dim, self.in_channels, 2 ** self.net.depth)
-        tmp = f'{path.rstrip(os.sep)}.tmp-{os.getpid()}'
-        try:
-            tf.saved_model.save(module, tmp, signatures={'serving_default': module.denoise})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                import shutil
-                shutil.rmtree(tmp)
-        return path
-
-
-class ServingModule(tf.Module):
-    """What `Noise2Same.export` saves: one float32 image (spatial..., C) in, its denoised version
-    out, with the normalisation (the image's mean and std), the reflect padding to multiples of
-    2**depth and the cropping done inside the graph."""
-
-    def __init__(self, network, dim: int, in_channels: int, multiple: int):
-        super().__init__(name='noise2same')
-        self.weights = [getattr(v, 'value', v) for v in network.weights]  # tracked for saving
-        self._network = lambda x: network(x, training=False)  # a function: not tracked itself
-        self._multiple = multiple
-        spec = tf.TensorSpec([None] * dim + [in_channels], tf.float32, name='image')
-        self.denoise = tf.function(self._denoise, input_signature=[spec])
-
-    def _denoise(self, image):
-        mean = tf.reduce_mean(image)
-        std = tf.math.reduce_std(image)
-        std = tf.where(std > 0, std, tf.ones_like(std))
-        size = tf.shape(image)[:-1]
-        total = (-size) % self._multiple
-        before = total // 2
-        paddings = tf.concat([tf.stack([before, total - before], axis=1), [[0, 0]]], axis=0)
-        x = tf.pad((image - mean) / std, paddings, mode='REFLECT')
-        y = self._network(x[None])[0]
-        y = tf.slice(y, tf.concat([before, [0]], 0), tf.concat([size, [-1]], 0))
-        return {'denoised': y * std + mean}
+        return serving.export(self.model, self.dim, self.in_channels, 2 ** self.net.depth, path)
 
 
 class Noise2SamePro(Noise2Same):
     """Noise2SamePro: lmbd replaced by 2 * sqrt(rec), an estimate of 2 * sigma from the data.
 
-    loss = rec + 2 * sqrt(rec) * sqrt(inv). With sigma_grad=True (the original) the gradient
-    flows through the sigma estimate too; False stops it there. Train it on a directory where
-    Noise2Same trained first to run the original two-phase schedule.
+    loss = rec + 2 * sigma * sqrt(inv), sigma = sqrt(rec). With sigma_grad=True (the original)
+    the gradient flows through the sigma estimate too; False stops it there. Train it on a
+    directory where Noise2Same trained first to run the original two-phase schedule.
+
+    guard=True (this port's default; False is the original loss) floors sigma at its value
+    when N2SP training starts, sigma_floor = sqrt(mean rec) over GUARD_BATCHES training
+    batches: N2SP can then lower its sigma estimate but not below the phase-one level, which
+    stops the collapse to the identity (rec -> 0, sigma -> 0) seen from an N2S model trained
+    with a small lmbd. The floor is stored in settings.json and kept when training resumes.
     """
 
-    def __init__(self, *args, sigma_grad: bool = True, **kwargs):
+    GUARD_BATCHES = 8
+
+    def __init__(self, *args, sigma_grad: bool = True, guard: bool = True,
+                 sigma_floor: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sigma_grad = sigma_grad
+        self.sigma_grad, self.guard = sigma_grad, guard
+        saved = self._saved_settings() or {}
+        if sigma_floor is None and saved.get('class') == type(self).__name__:
+            sigma_floor = saved.get('sigma_floor')
+        self.sigma_floor = sigma_floor if guard else None
 
     def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
         sigma = safe_sqrt(terms['reconstruction'])
         if not self.sigma_grad:
             sigma = tf.stop_gradient(sigma)
+        if self.sigma_floor is not None:
+            sigma = tf.maximum(sigma, float(self.sigma_floor))
         return terms['reconstruction'] + 2.0 * sigma * safe_sqrt(terms['invariance'])
 
+    def before_training(self, images, patch_size: Sequence[int], batch_size: int) -> None:
+        """With the guard on and no floor yet: measure it on the coming training batches."""
+        if self.guard and self.sigma_floor is None:
+            self.sigma_floor = self.sigma_estimate(images, patch_size, batch_size)
+            print(f"N2SP guard: sigma estimate floored at {self.sigma_floor:.4f} (sqrt of the "
+                  f"reconstruction term at step {int(self.global_step.numpy())})")
+
+    def sigma_estimate(self, images, patch_size: Sequence[int], batch_size: int) -> float:
+        """sqrt(mean reconstruction term) of the current weights over the training batches of
+        the next GUARD_BATCHES steps (batch statistics as in training, nothing updated)."""
+        step, seed = int(self.global_step.numpy()), int(self.seed.numpy())
+        batches = training_dataset(images, patch_size, batch_size, mask_box_size(self.mask_perc),
+                                   seed, step, step + self.GUARD_BATCHES)
+        recs = []
+        with self._frozen_statistics():
+            for features, noise, mask in batches:
+                terms, _, _ = self.loss_terms(features, noise, mask, training=True)
+                recs.append(float(terms['reconstruction']))
+        return float(np.sqrt(np.mean(recs)))
+
     def settings(self) -> dict:
-        return {**super().settings(), 'sigma_grad': self.sigma_grad}
+        return {**super().settings(), 'sigma_grad': self.sigma_grad, 'guard': self.guard,
+                'sigma_floor': self.sigma_floor}

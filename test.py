@@ -7,7 +7,7 @@ from utils import cli
 
 
 def main(argv=None):
-    cli.test_main(argv, __doc__.splitlines()[0], name='N2S-3000', train_command='python train.py')
+    cli.test_main(argv, __doc__, name='N2S-3000', train_command='python train.py')
 
 
 if __name__ == '__main__':

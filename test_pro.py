@@ -7,7 +7,7 @@ from utils import cli
 
 
 def main(argv=None):
-    cli.test_main(argv, __doc__.splitlines()[0], name='N2S_PRO-8000-2',
+    cli.test_main(argv, __doc__, name='N2S_PRO-8000-2',
                   train_command='python train_pro.py')
 
 

@@ -7,20 +7,21 @@ lmbd 2, model trained_models/N2S-3000, seed 666).
 """
 from typing import List, Optional
 
-from utils import cli  # first: it sets TensorFlow's environment
+from utils import cli
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    p = cli.parser(__doc__.splitlines()[0], name='N2S-3000')
+    p = cli.parser(__doc__, name='N2S-3000')
     cli.add_training_flags(p, steps_help='global step to stop at (default: 3000 for bsd68 and '
                                          'demo, the data set\'s otherwise)')
     args = p.parse_args(argv)
     dataset = cli.resolve_dataset(args)
     settings = cli.training_settings(args, dataset)
     images, validation = dataset.training_data(args.data_dir)
-    from models import Noise2Same  # imports TensorFlow
+    cli.start_tensorflow(training=True)
+    distribution = cli.distribution(args)  # before the first model: it may split the CPU
+    from models import Noise2Same
 
-    distribution = cli.distribution(args)
     cli.seed_everything(args.seed)
     model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'],
                        masking=settings['masking'], mask_perc=settings['mask_perc'],

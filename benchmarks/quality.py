@@ -4,15 +4,19 @@
                                                        # set, or BSD68 when its files are there
     python -m benchmarks.quality --preset long         # width 32, 3000 steps (hours on a CPU)
     python -m benchmarks.quality --preset full --dataset bsd68   # the paper's scale (GPU)
+    python -m benchmarks.quality --dataset bsd68 --seeds 666 667 668 --variants n2s pro pro-noguard \
+        --eval-every 100 --out results/quality-bsd68   # README's BSD68 table
 
 Variants, each trained for the same total number of steps:
   n2s           Noise2Same (lmbd of the data set, 2 for sigma 25)
-  pro           Noise2Same, then Noise2SamePro for the last --pro-steps (the original schedule)
-  pro-stopgrad  the same with the sigma estimate's gradient stopped (sigma_grad=False)
+  pro           Noise2Same, then Noise2SamePro for the last --pro-steps (the original schedule,
+                with this port's N2SP guard, the default of train_pro.py)
+  pro-noguard   the same with the original N2SP loss (train_pro.py --no-guard)
+  pro-stopgrad  'pro' with the sigma estimate's gradient stopped (sigma_grad=False)
   n2sp          Noise2SamePro from step 0
   n2s:LMBD      Noise2Same with lmbd LMBD (e.g. n2s:0.95, the authors' BSD68 notebook value)
 
-n2s, pro and pro-stopgrad of one seed share their first steps - pro_steps N2S steps exactly
+n2s and the pro variants of one seed share their first steps - pro_steps N2S steps exactly
 (same weights and batches), so those are trained once per seed and continued by each.
 Every --eval-every steps the test PSNR is recorded for the convergence plot. Writes table.md,
 runs.csv (final scores per run), curves.csv (PSNR against step per run) and convergence.png
@@ -30,11 +34,11 @@ import textwrap
 import time
 from typing import Dict, List, Optional
 
-from utils import cli  # first: it sets TensorFlow's environment
+from utils import cli
 from utils.baselines import bm3d, nlm
 from utils.evaluation_utils import score_denoiser
 
-VARIANTS = ('n2s', 'pro', 'pro-stopgrad', 'n2sp')
+VARIANTS = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad', 'n2sp')
 PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation interval
     'cpu': dict(filters=16, batch_size=16, patch_size=64, steps=600, pro_steps=100, eval_every=50),
     'long': dict(filters=32, batch_size=16, patch_size=64, steps=3000, pro_steps=500,
@@ -60,18 +64,18 @@ def variant_name(text: str) -> str:
 
 
 def phases(variant: str, steps: int, pro_steps: int) -> List[tuple]:
-    """[(model class name, sigma_grad or lmbd, last step)] of one variant."""
+    """[(model class name, its options (lmbd, or sigma_grad and guard), last step)]."""
     if variant.startswith('n2s:'):
-        return [('Noise2Same', float(variant[4:]), steps)]
+        return [('Noise2Same', {'lmbd': float(variant[4:])}, steps)]
     if variant == 'n2s':
-        return [('Noise2Same', None, steps)]
+        return [('Noise2Same', {}, steps)]
     if variant == 'n2sp':
-        return [('Noise2SamePro', True, steps)]
-    sigma_grad = variant == 'pro'
-    return [('Noise2Same', None, steps - pro_steps), ('Noise2SamePro', sigma_grad, steps)]
+        return [('Noise2SamePro', {}, steps)]
+    pro = {'sigma_grad': variant != 'pro-stopgrad', 'guard': variant != 'pro-noguard'}
+    return [('Noise2Same', {}, steps - pro_steps), ('Noise2SamePro', pro, steps)]
 
 
-SHARED_FIRST_PHASE = ('n2s', 'pro', 'pro-stopgrad')  # the same N2S up to steps - pro_steps
+SHARED_FIRST_PHASE = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad')  # the same N2S up to steps - pro_steps
 
 
 def run_key(name: str, seed: int, cfg: Dict, dataset) -> str:
@@ -89,14 +93,13 @@ def train_phases(base: str, plan: List[tuple], step: int, seed: int, cfg: Dict, 
     common = dict(dim=dataset.dim, in_channels=dataset.in_channels, masking=settings['masking'],
                   net_config={'first_output_filters': cfg['filters']})
     scores = []
-    for cls_name, option, last in plan:
+    for cls_name, options, last in plan:
         if step >= last:
             continue
         if cls_name == 'Noise2Same':
-            lmbd = settings['lmbd'] if option is None else option
-            model = models.Noise2Same(base, 'm', lmbd=lmbd, **common)
+            model = models.Noise2Same(base, 'm', **{'lmbd': settings['lmbd'], **options}, **common)
         else:
-            model = models.Noise2SamePro(base, 'm', sigma_grad=option, **common)
+            model = models.Noise2SamePro(base, 'm', **options, **common)
         while step < last:
             step = min(last, (step // cfg['eval_every'] + 1) * cfg['eval_every'])
             model.train(images, [cfg['patch_size']] * dataset.dim, batch_size=cfg['batch_size'],
@@ -116,7 +119,7 @@ def first_phase(seed: int, cfg: Dict, dataset, images, tests, cache: str) -> Dic
         os.makedirs(cache, exist_ok=True)
         tmp, start, curve = tempfile.mkdtemp(prefix='.phase1-', dir=cache), time.perf_counter(), []
         cli.seed_everything(seed)
-        train_phases(tmp, [('Noise2Same', None, cfg['steps'] - cfg['pro_steps'])], 0, seed, cfg,
+        train_phases(tmp, [('Noise2Same', {}, cfg['steps'] - cfg['pro_steps'])], 0, seed, cfg,
                      dataset, images, tests, curve)
         with open(os.path.join(tmp, 'phase.json'), 'w') as f:
             json.dump({'curve': curve, 'seconds': time.perf_counter() - start}, f)
@@ -231,7 +234,7 @@ def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str
         mean, std = values.mean(0), values.std(0)
         ax.plot(steps, mean, linestyle=style, marker='.', label=f'{variant} ({len(by_seed)} seeds)')
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    for (name, b), style in zip(baselines.items(), ('--', ':')):
+    for (name, b), style in zip(baselines.items(), itertools.cycle(('--', ':', '-.'))):
         ax.axhline(b['psnr'], color='grey', linestyle=style, label=name)
     ax.set_xlabel('training step')
     ax.set_ylabel('test PSNR (dB)')
@@ -248,11 +251,10 @@ def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.new_parser(__doc__)
     p.add_argument('--dataset', default='auto',
                    help='demo, bsd68, or auto: bsd68 when its files are in --data-dir, else demo')
-    p.add_argument('--data-dir', default=cli.DATA_DIR)
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='folder of the data sets')
     p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
     for key in PRESETS['cpu']:
         p.add_argument('--' + key.replace('_', '-'), type=cli.positive_int, default=None,
@@ -263,6 +265,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--no-baselines', action='store_true', help='skip NLM and BM3D')
     p.add_argument('--out', default='results/quality')
     args = p.parse_args(argv)
+    cli.start_tensorflow(training=True)
     cfg = {k: getattr(args, k) or v for k, v in PRESETS[args.preset].items()}
     if cfg['pro_steps'] >= cfg['steps']:
         raise ValueError(f"--pro-steps {cfg['pro_steps']} must be below --steps {cfg['steps']}")
@@ -274,7 +277,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     baselines = {} if args.no_baselines else {
         'NLM (scikit-image)': score_denoiser(nlm, tests),
-        'BM3D (bm3d package)': score_denoiser(bm3d, tests)}
+        'BM3D, blind (sigma estimated)': score_denoiser(bm3d, tests),
+        'BM3D, known sigma 25': score_denoiser(lambda x: bm3d(x, 25.0), tests)}
     for name, b in baselines.items():
         print(f"{name}: {b['psnr']:.2f} dB, SSIM {b['ssim']:.4f}, {b['seconds']:.2f} s/image")
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed                   # width 96 and 32, batch 16, patch 64 (~2 min, 2 cores)
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
+    python -m benchmarks.speed --mixed-shapes    # only the mixed-shape prediction pass
 
 Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
 width; for the float32 rows also the forward and backward share of a step (`split_step`).
@@ -9,7 +10,14 @@ GFLOP/s use the work per 64x64 training image measured for the original network 
 anchors: 54.4 GFLOP at width 96, 6.05 at width 32), scaled by width^2 for other widths; the
 practical peak is a 4096x4096 float32 matrix product, in numpy and in TensorFlow, measured in
 the same run. Median, min and max over --steps timed steps after --warmup ones.
+
+Mixed shapes: `predict` on the 68 BSD68 test images in their order (481x321 and 321x481 mixed,
+as test.py scores them; random images of those shapes when BSD68 is not built), with and
+without --tta, by a shipped width-32 model, in child processes with oneDNN off and on
+(TF_ENABLE_ONEDNN_OPTS is read when TensorFlow starts). Warm-up: the first image only.
 """
+import subprocess
+import sys
 import argparse
 import json
 import os
@@ -20,7 +28,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-from utils import cli  # first: it sets TensorFlow's environment
+from utils import cli
 
 GFLOP_PER_IMAGE_W96 = 54.4  # two forward passes and the backward pass, 64x64, width 96
 
@@ -126,6 +134,62 @@ def bench_prediction(width: int, shape, repeats: int, precision: str = 'float32'
     return {'width': width, 'shape': list(shape), 'precision': precision, **summary(times)}
 
 
+def mixed_shape_images(data_dir: str):
+    """The BSD68 noisy test images in order, else 68 random ones of alternating shapes."""
+    import numpy as np
+    from utils.datasets import DATASETS
+    try:
+        return 'BSD68 test', [im.noisy for im in DATASETS['bsd68'].test_images(data_dir)]
+    except OSError:
+        rng = np.random.default_rng(0)
+        shapes = [(481, 321), (321, 481)] * 34
+        return 'random', [rng.normal(100, 30, s).astype(np.float32) for s in shapes]
+
+
+def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
+                       limit: Optional[int] = None) -> Dict:
+    """Seconds per image of `predict` over `mixed_shape_images` (the first `limit`), without
+    and with TTA (in this process, whose oneDNN setting the caller chose)."""
+    import numpy as np
+    from models import Noise2Same
+    source, images = mixed_shape_images(data_dir)
+    images = images[:limit]
+    model = Noise2Same(model_dir, name)
+    result = {'images': f'{len(images)} {source}', 'width': model.net_config['first_output_filters'],
+              'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
+    for tta in (False, True):
+        model.predict(images[0], tta=tta)  # warm-up
+        times = [timed(lambda: model.predict(x, tta=tta), 1)[0] for x in images]
+        result['tta' if tta else 'plain'] = {'mean_s': float(np.mean(times)),
+                                            'total_s': float(np.sum(times)), **summary(times)}
+    return result
+
+
+def mixed_shapes_children(model_dir: str, name: str, data_dir: str) -> List[Dict]:
+    """`bench_mixed_shapes` with oneDNN off and on, each in a fresh process."""
+    out = []
+    for onednn in ('0', '1'):
+        child = subprocess.run(
+            [sys.executable, '-m', 'benchmarks.speed', '--mixed-child', '--model-dir', model_dir,
+             '--name', name, '--data-dir', data_dir], capture_output=True, text=True,
+            env={**os.environ, 'TF_ENABLE_ONEDNN_OPTS': onednn})
+        if child.returncode != 0:
+            raise RuntimeError(f"mixed-shape child failed: {child.stderr.strip()[-500:]}")
+        out.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def mixed_table(rows: List[Dict]) -> str:
+    lines = ['| mixed shapes, predict per image | oneDNN | s/image mean (median, max) | '
+             'total s | with --tta: s/image | total s |', '|---|---|---|---|---|---|']
+    for r in rows:
+        p, t = r['plain'], r['tta']
+        lines.append(f"| {r['images']}, width {r['width']} | {r['onednn']} | {p['mean_s']:.3f} "
+                     f"({p['median_s']:.3f}, {p['max_s']:.3f}) | {p['total_s']:.1f} | "
+                     f"{t['mean_s']:.3f} | {t['total_s']:.1f} |")
+    return '\n'.join(lines)
+
+
 def table(results: Dict) -> str:
     peak = results['peak']
     lines = [f"machine: {results['machine']}; 4096x4096 float32 matmul: numpy "
@@ -155,12 +219,28 @@ def table(results: Dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.new_parser(__doc__)
     p.add_argument('--quick', action='store_true', help='small widths, few steps')
-    p.add_argument('--steps', type=cli.positive_int, default=5)
-    p.add_argument('--warmup', type=cli.positive_int, default=2)
-    p.add_argument('--out', default='results/speed.json')
+    p.add_argument('--steps', type=cli.positive_int, default=5, help='timed steps per row')
+    p.add_argument('--warmup', type=cli.positive_int, default=2, help='untimed steps first')
+    p.add_argument('--out', default='results/speed.json', help='JSON file of the results')
+    p.add_argument('--mixed-shapes', action='store_true',
+                   help='only the mixed-shape prediction pass')
+    p.add_argument('--model-dir', default=cli.MODEL_DIR,
+                   help='folder of the model of the mixed-shape pass')
+    p.add_argument('--name', default=cli.DEFAULT_MODEL, help='model of the mixed-shape pass (width 32)')
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='where BSD68 is built')
+    p.add_argument('--mixed-child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.mixed_child:  # one setting, in this process; JSON on the last line
+        cli.start_tensorflow(training=False)
+        print(json.dumps(bench_mixed_shapes(args.model_dir, args.name, args.data_dir)))
+        return
+    mixed = mixed_shapes_children(args.model_dir, args.name, args.data_dir)
+    if args.mixed_shapes:
+        print(mixed_table(mixed))
+        return
+    cli.start_tensorflow(training=True)
     wide, narrow = (16, 8) if args.quick else (96, 32)
     train = lambda width, **kw: bench_training(width, 16, args.steps, args.warmup, **kw)
     predict = lambda width, shape, **kw: bench_prediction(width, shape, args.steps, **kw)
@@ -174,7 +254,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                        predict(wide, (481, 321), precision='mixed_bfloat16'),
                        predict(narrow, (32, 128, 128))]}
     results['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(table(results))
+    results['mixed_shapes'] = mixed
+    print(table(results) + '\n\n' + mixed_table(mixed))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     cli.write_text_atomic(args.out, json.dumps(results, indent=2) + '\n')
 

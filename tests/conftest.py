@@ -7,6 +7,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from utils.tf_setup import import_tensorflow, use_onednn  # noqa: E402
+
+use_onednn(True)  # as the training scripts (the suite trains)
+import_tensorflow()
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -14,12 +14,15 @@ from conftest import ROOT
 
 
 def test_variants_share_the_step_budget():
-    assert quality.phases('n2s', 600, 100) == [('Noise2Same', None, 600)]
-    assert quality.phases('n2s:0.95', 600, 100) == [('Noise2Same', 0.95, 600)]
-    assert quality.phases('pro', 600, 100) == [('Noise2Same', None, 500),
-                                                ('Noise2SamePro', True, 600)]
-    assert quality.phases('pro-stopgrad', 600, 100)[1] == ('Noise2SamePro', False, 600)
-    assert quality.phases('n2sp', 600, 100) == [('Noise2SamePro', True, 600)]
+    assert quality.phases('n2s', 600, 100) == [('Noise2Same', {}, 600)]
+    assert quality.phases('n2s:0.95', 600, 100) == [('Noise2Same', {'lmbd': 0.95}, 600)]
+    assert quality.phases('pro', 600, 100) == [
+        ('Noise2Same', {}, 500), ('Noise2SamePro', {'sigma_grad': True, 'guard': True}, 600)]
+    assert quality.phases('pro-noguard', 600, 100)[1] == (
+        'Noise2SamePro', {'sigma_grad': True, 'guard': False}, 600)
+    assert quality.phases('pro-stopgrad', 600, 100)[1] == (
+        'Noise2SamePro', {'sigma_grad': False, 'guard': True}, 600)
+    assert quality.phases('n2sp', 600, 100) == [('Noise2SamePro', {}, 600)]
     for bad in ('n2s:0', 'n2s:x', 'pro:1', 'other'):
         with pytest.raises(Exception):
             quality.variant_name(bad)
@@ -38,7 +41,8 @@ def test_paired_difference_is_the_mean_seedwise_gain():
 
 def test_quality_benchmark_runs_end_to_end_and_shares_the_first_phase(tmp_path):
     result = subprocess.run(
-        [sys.executable, '-m', 'benchmarks.quality', '--filters', '4', '--steps', '4',
+        [sys.executable, '-m', 'benchmarks.quality', '--dataset', 'demo', '--filters', '4',
+         '--steps', '4',
          '--pro-steps', '2', '--eval-every', '2', '--seeds', '1', '2', '--variants', 'n2s', 'pro',
          '--no-baselines', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
         timeout=600)
@@ -75,3 +79,15 @@ def test_speed_benchmark_pieces_report_consistent_figures():
     assert train['gflops'] == pytest.approx(54.4 * (4 / 96) ** 2 * 2 / train['median_s'])
     predict = speed.bench_prediction(4, (40, 24), repeats=2, precision='mixed_bfloat16')
     assert predict['precision'] == 'mixed_bfloat16' and predict['median_s'] > 0
+
+
+def test_mixed_shape_pass_times_every_image_with_and_without_tta(tmp_path):
+    from benchmarks import speed
+    from conftest import ROOT
+    result = speed.bench_mixed_shapes(str(ROOT / 'trained_models'), 'demo32-N2S',
+                                      str(tmp_path), limit=3)
+    assert result['images'] == '3 random' and result['width'] == 32
+    for key in ('plain', 'tta'):
+        assert result[key]['total_s'] == pytest.approx(3 * result[key]['mean_s'])
+    assert result['tta']['mean_s'] > result['plain']['mean_s']  # eight predictions, not one
+    assert 'random, width 32' in speed.mixed_table([result])

@@ -79,3 +79,37 @@ def test_sigma_gradient_can_be_stopped(tmp_path):
         grads[flag] = tape.gradient(loss, model.model.trainable_weights)[0].numpy()
         grads['weights'] = model.model.get_weights()
     assert not np.allclose(grads[True], grads[False])
+
+
+def test_n2sp_guard_floors_the_sigma_estimate(tmp_path):
+    """loss = rec + 2 * max(sqrt(rec), floor) * sqrt(inv); the original has no floor."""
+    import tensorflow as tf
+    terms = {'reconstruction': tf.constant(0.04), 'invariance': tf.constant(0.09)}
+    floored = Noise2SamePro(str(tmp_path), 'a', net_config=TINY, sigma_floor=0.5)
+    assert float(floored.loss(terms)) == pytest.approx(0.04 + 2 * 0.5 * 0.3, rel=1e-6)
+    above = Noise2SamePro(str(tmp_path), 'b', net_config=TINY, sigma_floor=0.1)
+    assert float(above.loss(terms)) == pytest.approx(0.04 + 2 * 0.2 * 0.3, rel=1e-6)
+    original = Noise2SamePro(str(tmp_path), 'c', net_config=TINY, guard=False, sigma_floor=0.5)
+    assert original.sigma_floor is None
+    assert float(original.loss(terms)) == pytest.approx(0.04 + 2 * 0.2 * 0.3, rel=1e-6)
+
+
+def test_n2sp_guard_is_measured_at_the_switch_and_kept_on_resume(tmp_path, noisy_images):
+    """The floor is sqrt(mean rec) of the phase-one weights over the next training batches
+    (recomputed here through compute_losses on the same batches), saved, and reused."""
+    from utils.checkpoint_utils import read_settings
+    from utils.train_utils import mask_box_size, training_dataset
+    Noise2Same(str(tmp_path), 'm', net_config=TINY).train(
+        noisy_images, [16, 16], batch_size=4, steps=2, verbose=False, seed=3)
+    phase_one = Noise2Same(str(tmp_path), 'm')
+    recs = [phase_one.compute_losses(f, n, m, training=True)['reconstruction'] for f, n, m in
+            training_dataset(noisy_images, [16, 16], 4, mask_box_size(0.5), 3, 2,
+                             2 + Noise2SamePro.GUARD_BATCHES)]
+    pro = Noise2SamePro(str(tmp_path), 'm')
+    pro.train(noisy_images, [16, 16], batch_size=4, steps=3, verbose=False)
+    floor = read_settings(str(tmp_path / 'm'))['sigma_floor']
+    assert floor == pytest.approx(np.sqrt(np.mean(recs)), rel=1e-4)
+    again = Noise2SamePro(str(tmp_path), 'm')
+    assert again.sigma_floor == floor
+    again.train(noisy_images, [16, 16], batch_size=4, steps=4, verbose=False)
+    assert read_settings(str(tmp_path / 'm'))['sigma_floor'] == floor

@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import ROOT
 
-SCRIPTS = ['train.py', 'train_pro.py', 'test.py', 'test_pro.py', 'test_single.py', 'demo.py',
+SCRIPTS = ['train.py', 'train_pro.py', 'test.py', 'test_pro.py', 'test_single.py', 'report.py', 'demo.py',
            'download.py', 'export.py']
 
 
@@ -171,3 +171,28 @@ def test_single_with_defaults_uses_the_shipped_model_and_denoises(tmp_path):
     denoised = np.array(Image.open(tmp_path / 'photo_denoised.png')).astype(np.float64)
     assert (tmp_path / 'photo_figure.png').exists()
     assert PSNR(clean, denoised) > PSNR(clean, noisy) + 3  # a trained denoiser, not a copy
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_help_reads_cleanly(script):
+    """Whole description, each default said once, no '(default: None)'."""
+    text = run(ROOT / script, '--help').stdout
+    assert '(default: None)' not in text and '(default: False)' not in text
+    for block in text.split('\n  -'):
+        assert block.count('(default') <= 1, block
+    description = text.split('\n\n')[1]
+    assert description.rstrip().endswith(('.', ')')), description
+
+
+def test_scripts_start_without_tensorflow_log_lines(tmp_path):
+    """TensorFlow's C++ start-up lines (cuInit, oneDNN notices) are hidden; N2S_TF_LOGS=1
+    shows them again."""
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    cmd = [sys.executable, str(ROOT / 'test.py'), '--model-dir', str(tmp_path), '--name', 'none',
+           '--dataset', 'demo']
+    quiet = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 2 and quiet.stderr.strip().startswith('error: no checkpoint'), \
+        quiet.stderr
+    loud = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, 'N2S_TF_LOGS': '1'})
+    assert len(loud.stderr.strip().splitlines()) > 1

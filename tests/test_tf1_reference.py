@@ -53,7 +53,7 @@ def test_settings_are_inferred_from_the_tf1_variables(ref_dir):
     assert (model.dim, model.in_channels) == (info['dim'], info['in_channels'])
     assert model.net_config['first_output_filters'] == info['first_output_filters']
     # every variable of the original checkpoint has a counterpart of the same shape
-    ours = {name: tuple(v.shape) for name, v in model._state.items()}
+    ours = {name: tuple(v.shape) for name, v in model.state.items()}
     for name, shape in info['variables']:
         assert ours.get(name) == tuple(shape), name
     assert len(ours) == len(info['variables']) + 1  # + the input pipeline's seed
@@ -86,7 +86,7 @@ def test_training_continues_a_tf1_checkpoint(ref_dir, tmp_path):
     again = Noise2Same(str(tmp_path), 'model')
     assert again.net_config == model.net_config
     again.predict(arrays['image'])
-    assert again._loaded.endswith(f'ckpt-{step0 + 2}')
+    assert again.loaded.endswith(f'ckpt-{step0 + 2}')
 
 
 def test_variable_counts_match_the_original(tmp_path):

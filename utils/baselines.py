@@ -1,8 +1,11 @@
 """Classical denoisers to compare with: scikit-image's non-local means and BM3D.
 
-Both are blind like Noise2Same: the noise level comes from scikit-image's `estimate_sigma`.
+Both are blind like Noise2Same: the noise level comes from scikit-image's `estimate_sigma`
+(BM3D can also be given the true sigma, its best case).
 Input and output: one grey image (H, W), float, any value range (0..255 in the benchmarks).
 """
+from typing import Optional
+
 import numpy as np
 
 
@@ -14,9 +17,10 @@ def nlm(noisy: np.ndarray) -> np.ndarray:
                             patch_distance=6)
 
 
-def bm3d(noisy: np.ndarray) -> np.ndarray:
-    """BM3D (the `bm3d` package, Makinen et al.) at scikit-image's noise estimate."""
+def bm3d(noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
+    """BM3D (the `bm3d` package, Makinen et al.) at the noise std `sigma` when it is known, else
+    at scikit-image's estimate (blind)."""
     import bm3d as bm3d_package
     from skimage.restoration import estimate_sigma
-    return np.asarray(bm3d_package.bm3d(noisy, sigma_psd=float(estimate_sigma(noisy))),
-                      np.float32)
+    sigma = float(estimate_sigma(noisy)) if sigma is None else float(sigma)
+    return np.asarray(bm3d_package.bm3d(noisy, sigma_psd=sigma), np.float32)

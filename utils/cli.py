@@ -1,6 +1,7 @@
 """What the scripts share: flags, settings resolved from the data set, one-line errors.
 
-TensorFlow is imported only once the flags are parsed, so --help and flag errors are instant.
+TensorFlow is imported only once the flags are parsed (`start_tensorflow`), so --help and flag
+errors are instant, and quietly (utils/tf_setup.py; N2S_TF_LOGS=1 shows its log lines).
 """
 import argparse
 import csv
@@ -14,10 +15,12 @@ from network_configure import PRECISIONS
 
 from .datasets import DATASETS, Dataset, get_dataset, lmbd_for_noise
 from .distribute import STRATEGIES
+from .tf_setup import import_tensorflow, use_onednn
 
 DATA_DIR = 'Denoising_data/'
 MODEL_DIR = 'trained_models/'
 SEED = 666
+DEFAULT_MODEL = 'bsd68-N2S'  # the best shipped model: test_single.py's and the web demo's default
 
 
 def run(main: Callable[[Optional[List[str]]], None]) -> None:
@@ -40,6 +43,36 @@ def run(main: Callable[[Optional[List[str]]], None]) -> None:
         sys.exit(2)
 
 
+def start_tensorflow(training: bool) -> None:
+    """Import TensorFlow quietly, with oneDNN on for training jobs and TensorFlow's own choice
+    for prediction jobs (utils/tf_setup.py says why)."""
+    if training:
+        use_onednn(True)
+    import_tensorflow()
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written; '(default: X)' added to a flag's help only when the help does
+    not already say its default and there is one to say."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if 'default' in text or action.default in (None, False, argparse.SUPPRESS) or \
+                not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def new_parser(doc: str, **kwargs) -> argparse.ArgumentParser:
+    """An ArgumentParser whose description is a script docstring's first paragraph and whose
+    epilog is the rest (the usage examples)."""
+    first, _, rest = doc.strip().partition('\n\n')
+    if rest.startswith(' '):
+        rest = 'examples:\n' + rest
+    return argparse.ArgumentParser(description=first, epilog=rest.rstrip() or None,
+                                   formatter_class=HelpFormatter, **kwargs)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and TensorFlow (the initial weights)."""
     import keras
@@ -59,10 +92,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parser(description: str, name: str) -> argparse.ArgumentParser:
+def parser(doc: str, name: str) -> argparse.ArgumentParser:
     """The flags every script has: where data and models are, which model, which data set."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = new_parser(doc)
     p.add_argument('--data-dir', default=DATA_DIR, help='folder of the data sets')
     p.add_argument('--model-dir', default=MODEL_DIR, help='folder of the model directories')
     p.add_argument('--name', default=name, help='model directory name under --model-dir')
@@ -191,17 +223,21 @@ def write_csv_atomic(path: str, rows: List[Dict]) -> None:
             os.remove(tmp)
 
 
-def test_main(argv: Optional[List[str]], description: str, name: str, train_command: str) -> None:
+def test_main(argv: Optional[List[str]], doc: str, name: str, train_command: str) -> None:
     """test.py and test_pro.py: mean PSNR (and SSIM) of a model on a data set's test images."""
     import numpy as np
     from tqdm.auto import tqdm
 
-    from models import Noise2Same
-
-    p = parser(description, name=name)
+    p = parser(doc, name=name)
     p.add_argument('--verbose', action='store_true', help='print PSNR and SSIM per image')
     p.add_argument('--csv', default=None, help='write per-image PSNR and SSIM to this CSV file')
+    p.add_argument('--tta', action='store_true',
+                   help='test-time self-ensemble: average over the 8 flips and 90-degree '
+                        'rotations (8x the time; off in the original protocol)')
     args = p.parse_args(argv)
+    start_tensorflow(training=False)
+    from models import Noise2Same
+
     dataset = resolve_dataset(args)
     dataset.test_images(args.data_dir)  # fail early on missing data
     require_checkpoint(args.model_dir, args.name, train_command)
@@ -213,7 +249,7 @@ def test_main(argv: Optional[List[str]], description: str, name: str, train_comm
                        precision=args.precision)
     progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image',
                                    mininterval=1 if sys.stderr.isatty() else 30)
-    rows = list(dataset.evaluate(model, args.data_dir, progress=progress))
+    rows = list(dataset.evaluate(model, args.data_dir, progress=progress, tta=args.tta))
     if args.verbose:
         for row in rows:
             print(f"{row['group'] + ' ' if row['group'] else ''}{row['image']}: "
@@ -224,6 +260,6 @@ def test_main(argv: Optional[List[str]], description: str, name: str, train_comm
         label = f'{dataset.name} {group}'.strip()
         print(f"{label}: mean PSNR {np.mean([r['psnr'] for r in chosen]):.2f} dB, mean SSIM "
               f"{np.mean([r['ssim'] for r in chosen]):.4f} over {len(chosen)} images "
-              f"({args.model_dir.rstrip('/')}/{args.name})")
+              f"({args.model_dir.rstrip('/')}/{args.name}{', TTA' if args.tta else ''})")
     if args.csv:
         write_csv_atomic(args.csv, rows)

@@ -113,14 +113,15 @@ class Dataset:
     def test_images(self, data_dir: str) -> List[TestImage]:
         raise NotImplementedError
 
-    def score(self, model, image: TestImage) -> Dict[str, float]:
-        """Denoise one test image and score it: {'psnr': ..., 'ssim': ...}."""
+    def score(self, model, image: TestImage, tta: bool = False) -> Dict[str, float]:
+        """Denoise one test image (tta: with the 8-fold self-ensemble) and score it:
+        {'psnr': ..., 'ssim': ...}."""
         raise NotImplementedError
 
-    def evaluate(self, model, data_dir: str, progress=None) -> Iterator[Dict]:
+    def evaluate(self, model, data_dir: str, progress=None, tta: bool = False) -> Iterator[Dict]:
         images = self.test_images(data_dir)
         for image in (progress(images) if progress else images):
-            yield {'image': image.name, 'group': image.group, **self.score(model, image)}
+            yield {'image': image.name, 'group': image.group, **self.score(model, image, tta)}
 
 
 class BSD68(Dataset):
@@ -148,8 +149,8 @@ class BSD68(Dataset):
         return [TestImage(f'{i:02d}', np.asarray(n, np.float32), np.asarray(c, np.float32))
                 for i, (n, c) in enumerate(zip(noisy, clean))]
 
-    def score(self, model, image):
-        pred = model.predict(image.noisy)
+    def score(self, model, image, tta=False):
+        pred = model.predict(image.noisy, tta=tta)
         return {'psnr': PSNR(image.clean, pred), 'ssim': SSIM(image.clean, pred)}
 
 
@@ -240,9 +241,9 @@ class ImageNet(Dataset):
         return [TestImage(os.path.basename(f), np.asarray(p[1], np.float32),
                           np.asarray(p[0], np.float32)) for f, p in zip(files, pairs)]
 
-    def score(self, model, image):
+    def score(self, model, image, tta=False):
         pred = model.predict(image.noisy, im_mean=image.noisy.mean((0, 1)),
-                             im_std=image.noisy.std((0, 1)))
+                             im_std=image.noisy.std((0, 1)), tta=tta)
         pred = (pred - pred.min()) / (pred.max() - pred.min()) * 255
         return {'psnr': PSNR(image.clean, pred), 'ssim': SSIM(image.clean, pred)}
 
@@ -263,9 +264,12 @@ class HanZi(Dataset):
         return [TestImage(f'{i:05d}', t[3].astype(np.float32), t[0].astype(np.float32) * 255)
                 for i, t in enumerate(tiles)]
 
-    def evaluate(self, model, data_dir, progress=None):
+    def evaluate(self, model, data_dir, progress=None, tta=False):
         images = self.test_images(data_dir)
-        preds = model.batch_predict(np.stack([im.noisy for im in images]))
+        stack = np.stack([im.noisy for im in images])
+        mean, std = stack.mean(), stack.std()  # batch_predict's normalisation, also with TTA
+        preds = [model.predict(x, im_mean=mean, im_std=std, tta=True) for x in stack] if tta \
+            else model.batch_predict(stack)
         for image, pred in zip(progress(images) if progress else images, preds):
             pred = (pred - pred.min()) / (pred.max() - pred.min()) * 255
             yield {'image': image.name, 'group': '', 'psnr': PSNR(image.clean, pred),
@@ -292,9 +296,9 @@ class Planaria(Dataset):
                 out.append(TestImage(os.path.basename(gt_file), noisy, gt, condition))
         return out
 
-    def score(self, model, image):
+    def score(self, model, image, tta=False):
         x = PercentileNormalizer(2, 99.8).before(image.noisy, 'ZYX')
-        pred = model.crop_predict(x, 256, 32, im_mean=0, im_std=1)
+        pred = model.crop_predict(x, 256, 32, im_mean=0, im_std=1, tta=tta)
         nrmse, psnr, ssim = get_scores(image.clean, pred)
         return {'psnr': psnr, 'ssim': ssim, 'nrmse': nrmse}
 

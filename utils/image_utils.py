@@ -1,13 +1,15 @@
-"""Reading and writing single images for test_single.py: PNG, JPEG, TIFF; 8/16-bit; grey, RGB,
-RGBA, palette. Arrays are (H, W) or (H, W, C), channels last."""
+"""Single image files for test_single.py and the web demo: reading and writing PNG, JPEG, TIFF
+(8/16-bit, float TIFF; grey, RGB, RGBA, palette) and denoising one with a model, tiled when large.
+Arrays are (H, W) or (H, W, C), channels last."""
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 TIFF_SUFFIXES = ('.tif', '.tiff')
+TILE_ABOVE = 1024 * 1024  # pixels; larger images are denoised tile by tile
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's 'L' conversion
 
 
@@ -54,6 +56,22 @@ def read_image(path: str) -> LoadedImage:
     return LoadedImage(pixels, colour.astype(np.float64), alpha)
 
 
+def image_size(path: str) -> Tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels."""
+    try:
+        if path.lower().endswith(TIFF_SUFFIXES):
+            import tifffile
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+            return int(shape[0]), int(shape[1])
+        from PIL import Image
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception as error:  # as in read_image
+        raise ValueError(f"cannot read {os.path.basename(path)} as an image ({type(error).__name__}); "
+                         f"give a PNG, JPEG or TIFF file") from None
+
+
 def model_input(image: LoadedImage, in_channels: int) -> np.ndarray:
     """What a model of `in_channels` sees: the luminance for grey models (H, W), the RGB
     channels for colour ones (H, W, 3); a grey image is repeated for a colour model."""
@@ -82,6 +100,30 @@ def output_pixels(denoised: np.ndarray, image: LoadedImage) -> np.ndarray:
         alpha = image.alpha[..., None]
         out = np.concatenate([out[..., None] if out.ndim == 2 else out, alpha], axis=-1)
     return out
+
+
+def denoise(model, image: LoadedImage, tile_size: int = 512, margin: int = 32,
+            tta: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """(model input, denoised float array) of an image file's pixels: grey models see the
+    luminance, colour models RGB (`model_input`); images over TILE_ABOVE pixels are denoised
+    in tile_size tiles overlapping by 2 * margin."""
+    x = model_input(image, model.in_channels)
+    if x.shape[0] * x.shape[1] > TILE_ABOVE:
+        return x, model.crop_predict(x, tile_size, margin, tta=tta)
+    return x, model.predict(x, tta=tta)
+
+
+def check_format(path: str, dtype) -> None:
+    """Raise ValueError when the file type of `path` cannot hold pixels of `dtype` (float
+    needs TIFF, 16 bits TIFF or PNG, JPEG takes 8 bits only)."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in TIFF_SUFFIXES:
+        return
+    kind = 'JPEG' if suffix in ('.jpg', '.jpeg') else 'PNG'
+    dtype = np.dtype(dtype)
+    if not (dtype == np.uint8 or (kind == 'PNG' and dtype == np.uint16)):
+        raise ValueError(f"{dtype} pixels cannot be saved as {kind} ({path}); write a TIFF "
+                         f"instead (an output path ending in .tif)")
 
 
 def check_writable(path: str) -> None:

@@ -1,6 +1,13 @@
-"""Prediction helpers: reflect-pad/crop resizer, tile coordinates and percentile normalisation
-(after CSBDeep, as in the original Noise2Same)."""
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+"""Prediction: normalise, reflect-pad, run the network in batches, crop, de-normalise; tiles for
+large images, the test-time self-ensemble, and percentile normalisation (after CSBDeep, as in the
+original Noise2Same).
+
+`Predictor` does the work of `Noise2Same.predict`, `batch_predict` and `crop_predict`; it only
+needs the network as a function (B, spatial..., C) -> same shape and the spatial multiple the
+network takes (2**depth).
+"""
+import itertools
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -119,3 +126,139 @@ class PercentileNormalizer:
         if not self.do_after:
             raise ValueError("this normalizer was made with do_after=False")
         return ((self.ma - self.mi) * img + self.mi).astype(self.dtype, copy=False)
+
+
+# ---------------------------------------------------------------- test-time self-ensemble
+
+def dihedral_transforms(dim: int) -> List[Tuple[Callable, Callable]]:
+    """The 8 flips and 90-degree rotations of the last two spatial axes, as (forward, inverse)
+    pairs on arrays (spatial..., C); the identity first."""
+    plane = (dim - 2, dim - 1)
+    pairs = []
+    for k, flip in itertools.product(range(4), (False, True)):
+        def forward(x, k=k, flip=flip):
+            x = np.rot90(x, k, axes=plane)
+            return np.flip(x, axis=plane[1]) if flip else x
+
+        def inverse(y, k=k, flip=flip):
+            y = np.flip(y, axis=plane[1]) if flip else y
+            return np.rot90(y, -k, axes=plane)
+        pairs.append((forward, inverse))
+    return pairs
+
+
+def self_ensemble(denoise: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                  dim: int) -> np.ndarray:
+    """Mean of inverse(denoise(forward(x))) over the 8 `dihedral_transforms` (8x the cost).
+    x: (spatial..., C) -> same shape."""
+    total = np.zeros(x.shape, np.float64)
+    for forward, inverse in dihedral_transforms(dim):
+        total += inverse(denoise(np.ascontiguousarray(forward(x))))
+    return (total / 8).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the predictor
+
+class Predictor:
+    """Runs a network on images of any size the way the original predicts.
+
+    network: function (B, spatial..., C) float32 -> same shape (inference mode); dim: 2 or 3
+    spatial axes; in_channels: C; multiple: spatial sizes the network takes (2**depth).
+    Images are (spatial...) for one channel or (spatial..., C); values in any range (they are
+    normalised by their mean and std, or by the given im_mean / im_std, and mapped back).
+    """
+
+    def __init__(self, network: Callable[[np.ndarray], np.ndarray], dim: int, in_channels: int,
+                 multiple: int):
+        self.network, self.dim, self.in_channels, self.multiple = network, dim, in_channels, multiple
+
+    def predict(self, image: np.ndarray, im_mean=None, im_std=None,
+                resizer: Optional[PadAndCropResizer] = None, tta: bool = False) -> np.ndarray:
+        """One image, whole: float32 of the input's shape."""
+        x, added = self.channels_last(image)
+        mean, std = self.normalisers(x, im_mean, im_std)
+        resizer = resizer or PadAndCropResizer()
+
+        def denoise(z):
+            padded = resizer.before(z, self.multiple, exclude=-1)
+            return resizer.after(self.run(padded[None])[0], exclude=-1)
+        out = self._ensemble(denoise, (x - mean) / std, tta) * std + mean
+        return (out[..., 0] if added else out).astype(np.float32)
+
+    def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
+                      resizer: Optional[PadAndCropResizer] = None,
+                      batch_size: int = 32) -> np.ndarray:
+        """A stack of equally sized images (N, spatial...[, C]), normalised together by the
+        stack's mean and std unless given."""
+        x, added = self.channels_last(images, leading=1)
+        mean, std = self.normalisers(x, im_mean, im_std)
+        resizer = resizer or PadAndCropResizer()
+        x = resizer.before((x - mean) / std, self.multiple, exclude=[0, -1])
+        out = resizer.after(self.run(x, batch_size), exclude=[0, -1]) * std + mean
+        return (out[..., 0] if added else out).astype(np.float32)
+
+    def crop_predict(self, image: np.ndarray, size: int, margin: int, im_mean=None, im_std=None,
+                     resizer: Optional[PadAndCropResizer] = None, batch_size: int = 4,
+                     tta: bool = False) -> np.ndarray:
+        """A large image tile by tile: the last two spatial axes are cut into size x size tiles
+        overlapping by 2*margin, of which each keeps its centre; normalised as a whole."""
+        x, added = self.channels_last(image)
+        mean, std = self.normalisers(x, im_mean, im_std)
+        resizer = resizer or PadAndCropResizer()
+        tiled = lambda z: self._tiles(z, size, margin, resizer, batch_size)
+        out = self._ensemble(tiled, (x - mean) / std, tta) * std + mean
+        return (out[..., 0] if added else out).astype(np.float32)
+
+    def _ensemble(self, denoise, x: np.ndarray, tta: bool) -> np.ndarray:
+        return self_ensemble(denoise, x, self.dim) if tta else denoise(x)
+
+    def _tiles(self, x: np.ndarray, size: int, margin: int, resizer: PadAndCropResizer,
+               batch_size: int) -> np.ndarray:
+        out = np.empty(x.shape, np.float32)
+        tiles = list(get_coord(x.shape[:-1], size, margin))
+        for start in range(0, len(tiles), batch_size):
+            group = tiles[start:start + batch_size]
+            for shape in {x[src].shape for src, _, _ in group}:  # edge tiles may be smaller
+                same = [t for t in group if x[t[0]].shape == shape]
+                batch = resizer.before(np.stack([x[src] for src, _, _ in same]), self.multiple,
+                                       exclude=[0, -1])
+                pred = resizer.after(self.run(batch), exclude=[0, -1])
+                for (src, trg, mrg), tile in zip(same, pred):
+                    out[trg] = tile[mrg]
+        return out
+
+    def run(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """The network on (B, spatial..., C), spatial sizes multiples of `multiple`."""
+        return np.concatenate([np.asarray(self.network(batch[i:i + batch_size]))
+                               for i in range(0, len(batch), batch_size)])
+
+    def channels_last(self, image: np.ndarray, leading: int = 0) -> Tuple[np.ndarray, bool]:
+        """(image with a channel axis, whether one was added); a wrong rank or channel count,
+        NaN/Inf values or an image smaller than `multiple` pixels along an axis is a ValueError."""
+        image = np.asarray(image)
+        spatial = image.ndim - leading
+        if self.in_channels == 1 and spatial == self.dim:
+            image, added = image[..., None], True
+        elif spatial != self.dim + 1 or image.shape[-1] != self.in_channels:
+            what = 'a stack of images ' if leading else 'an image '
+            want = f"(N, {self.dim} spatial axes" if leading else f"({self.dim} spatial axes"
+            want += ')' if self.in_channels == 1 else f", {self.in_channels} channels)"
+            raise ValueError(f"expected {what}{want}, got shape {image.shape}")
+        else:
+            added = False
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise ValueError(f"the input holds {bad} NaN or Inf values; replace them first")
+        for axis, size in enumerate(image.shape[leading:-1]):
+            if size < self.multiple:
+                raise ValueError(f"the input is {size} pixels along spatial axis {axis}; "
+                                 f"at least {self.multiple} are needed")
+        return image, added
+
+    @staticmethod
+    def normalisers(image: np.ndarray, im_mean, im_std) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean, std) as float32: the given ones, else the image's; a zero std becomes 1."""
+        if im_mean is None or im_std is None:
+            im_mean, im_std = image.mean(), image.std()
+        im_std = np.where(np.asarray(im_std) == 0, 1.0, im_std)  # a constant image
+        return np.asarray(im_mean, np.float32), np.asarray(im_std, np.float32)

@@ -1,0 +1,154 @@
+"""BSD68 built from its public PNGs (../shared/data/bsd68): the build, its errors, loading, and
+the test protocol on a few real images."""
+import hashlib
+import re
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from utils import bsd68_build, cli
+from utils.datasets import DATASETS
+from utils.evaluation_utils import PSNR
+
+PNGS = Path(os.environ.get('N2S_BSD68_PNGS', ROOT.parent / 'shared' / 'data' / 'bsd68'))
+
+
+def require_pngs():
+    if not (PNGS / 'train400').is_dir():
+        message = f"BSD68 PNGs not found under {PNGS}"
+        if os.environ.get('N2S_REQUIRE_REFERENCE') == '1':
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    """The data set built once from the real PNGs: (data dir, BSD68 folder)."""
+    require_pngs()
+    data_dir = tmp_path_factory.mktemp('data')
+    assert bsd68_build.build_bsd68(str(PNGS), str(data_dir / 'BSD68'))
+    return data_dir, data_dir / 'BSD68'
+
+
+def png(path) -> np.ndarray:
+    return np.asarray(Image.open(path), np.float64)
+
+
+def test_layout_and_noise_against_an_independent_draw(built):
+    _, folder = built
+    train = np.load(folder / 'train/DCNN400_train_gaussian25.npy')
+    val = np.load(folder / 'val/DCNN400_validation_gaussian25.npy')
+    noisy = np.load(folder / 'test/bsd68_gaussian25.npy', allow_pickle=True)
+    clean = np.load(folder / 'test/bsd68_groundtruth.npy', allow_pickle=True)
+    assert train.shape == (396, 180, 180) and val.shape == (4, 180, 180)
+    assert train.dtype == val.dtype == np.float32
+    assert noisy.dtype == object and len(noisy) == len(clean) == 68
+    assert {x.shape for x in noisy} == {(321, 481), (481, 321)}
+    # documented draw: image i of split s gets 25 * default_rng([68, s, i]).standard_normal
+    for split, index, array, source in (
+            (0, 0, train[0], 'train400/test_001.png'), (0, 396, val[0], 'train400/test_397.png'),
+            (1, 67, noisy[67], 'test68/test068.png')):
+        expected = png(PNGS / source) + 25 * np.random.default_rng([68, split, index]).standard_normal(
+            array.shape)
+        np.testing.assert_array_equal(array, expected.astype(np.float32))
+    np.testing.assert_array_equal(clean[5], png(PNGS / 'test68/test006.png').astype(np.float32))
+    residual = np.concatenate([(n - c).ravel() for n, c in zip(noisy, clean)])
+    assert abs(residual.std() - 25) < 0.1 and abs(residual.mean()) < 0.1  # unclipped
+
+
+def test_the_build_is_identical_on_every_machine(built):
+    """Digests of the arrays as built on the development machine: numpy's PCG64 and its normal
+    sampler give the same draw everywhere, so any change here changes the benchmark."""
+    _, folder = built
+    digest = lambda path: hashlib.sha256(np.ascontiguousarray(
+        np.concatenate([np.ravel(x) for x in np.load(path, allow_pickle=True)])).tobytes()).hexdigest()[:16]
+    assert digest(folder / 'train/DCNN400_train_gaussian25.npy') == TRAIN_DIGEST
+    assert digest(folder / 'test/bsd68_gaussian25.npy') == TEST_DIGEST
+
+
+TRAIN_DIGEST = '4b2780ae3f2d25db'
+TEST_DIGEST = 'd5328f642539f83f'
+
+
+def test_loading_through_the_dataset_table(built):
+    data_dir, _ = built
+    bsd = DATASETS['bsd68']
+    images, validation = bsd.training_data(str(data_dir))
+    assert images.shape == (396, 180, 180, 1) and validation.shape == (4, 180, 180, 1)
+    np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+    tests = bsd.test_images(str(data_dir))
+    assert len(tests) == 68 and tests[0].noisy.dtype == np.float32
+
+
+def test_the_test_protocol_on_three_images(built):
+    """test.py's protocol: the image normalised by its own mean and std, predicted whole, PSNR on
+    0..255 against the clean PNG (recomputed here with numpy)."""
+    data_dir, _ = built
+    from models import Noise2Same
+    model = Noise2Same(str(ROOT / 'trained_models'), 'demo32-N2S')
+    bsd = DATASETS['bsd68']
+    for image in bsd.test_images(str(data_dir))[:3]:
+        scores = bsd.score(model, image)
+        pred = model.predict(image.noisy)
+        mse = np.mean((image.clean.astype(np.float64) - pred) ** 2)
+        assert scores['psnr'] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-6)
+        assert scores['psnr'] > PSNR(image.clean, image.noisy) + 2  # it denoises
+
+
+def copy_pngs(tmp_path) -> Path:
+    require_pngs()
+    source = tmp_path / 'pngs'
+    shutil.copytree(PNGS, source)
+    return source
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda d: os.remove(d / 'train400/test_123.png'), 'missing .*test_123.png'),
+    (lambda d: shutil.copy(d / 'test68/test001.png', d / 'test68/test069.png'),
+     'unexpected PNG .*test069.png'),
+    (lambda d: Image.new('L', (180, 170)).save(d / 'train400/test_002.png'),
+     r'test_002.png is 180x170, expected 180x180'),
+    (lambda d: Image.new('RGB', (481, 321)).save(d / 'test68/test010.png'), 'test010.png is not 8-bit grey'),
+])
+def test_bad_png_folders_fail_in_one_line_naming_the_file(tmp_path, capsys, damage, message):
+    import download
+    source = copy_pngs(tmp_path)
+    damage(source)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda argv: download.main(['--dataset', 'bsd68', '--from', str(source),
+                                            '--data-dir', str(tmp_path / 'data')]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / 'data' / 'BSD68').exists()  # nothing half-written
+
+
+def test_a_complete_data_set_is_never_overwritten(tmp_path, capsys):
+    import download
+    require_pngs()
+    folder = tmp_path / 'data' / 'BSD68'
+    download.main(['--dataset', 'bsd68', '--from', str(PNGS), '--data-dir', str(tmp_path / 'data')])
+    stamp = (folder / 'train/DCNN400_train_gaussian25.npy').stat().st_mtime_ns
+    download.main(['--dataset', 'bsd68', '--from', str(PNGS), '--data-dir', str(tmp_path / 'data')])
+    assert 'already in' in capsys.readouterr().out
+    assert (folder / 'train/DCNN400_train_gaussian25.npy').stat().st_mtime_ns == stamp
+    assert not bsd68_build.build_bsd68(str(PNGS), str(folder))
+    partial = tmp_path / 'partial' / 'BSD68'
+    (partial / 'train').mkdir(parents=True)
+    with pytest.raises(FileExistsError, match='no complete BSD68'):
+        bsd68_build.build_bsd68(str(PNGS), str(partial))
+
+
+def test_a_dncnn_checkout_layout_is_found(tmp_path):
+    train = tmp_path / 'TrainingCodes/DnCNN_TrainingCodes_v1.0/data/Train400'
+    test = tmp_path / 'testsets/BSD68'
+    train.mkdir(parents=True)
+    test.mkdir(parents=True)
+    assert bsd68_build.find_png_folders(str(tmp_path)) == (str(train), str(test))
+    with pytest.raises(FileNotFoundError, match='no BSD68 PNG folders'):
+        bsd68_build.find_png_folders(str(tmp_path / 'testsets'))

@@ -1,0 +1,129 @@
+"""The web demo as its users meet it: the real server (demo.py) on a free localhost port, driven
+over HTTP with Gradio's client, and in a headless Chromium."""
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+gradio_client = pytest.importorskip('gradio_client', reason='web extras not installed '
+                                    '(pip install -r requirements-web.txt)')
+MODEL = 'demo32-N2S'
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    """demo.py serving a model folder with the shipped model and one without a checkpoint."""
+    from benchmarks.web import running_demo
+    base = tmp_path_factory.mktemp('web')
+    models = base / 'models'
+    models.mkdir()
+    os.symlink(ROOT / 'trained_models' / MODEL, models / MODEL)
+    (models / 'no-checkpoint').mkdir()
+    with running_demo(str(models), str(base / 'data')) as url:
+        yield url, base
+
+
+def denoise(url, path, model=MODEL, sigma=0):
+    client = gradio_client.Client(url, verbose=False)
+    return client.predict(gradio_client.handle_file(str(path)), model, sigma, False,
+                          api_name='/denoise')
+
+
+def expected(image: np.ndarray) -> np.ndarray:
+    from models import Noise2Same
+    return Noise2Same(str(ROOT / 'trained_models'), MODEL).predict(image.astype(np.float64))
+
+
+def test_a_float_tiff_comes_back_as_predict_gives_it(server, tmp_path):
+    import tifffile
+    url, _ = server
+    rng = np.random.default_rng(0)
+    image = (100 + 40 * np.sin(np.arange(96)[:, None] / 9) + rng.normal(0, 25, (96, 160))
+             ).astype(np.float32)
+    tifffile.imwrite(tmp_path / 'float.tif', image)
+    _, path, report = denoise(url, tmp_path / 'float.tif')
+    assert path.endswith('float_denoised.tif') and MODEL in report
+    out = tifffile.imread(path)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    want = np.clip(expected(image), image.min(), image.max())  # clipped to the input's range
+    assert np.max(np.abs(out - want)) <= 1e-5 * (image.max() - image.min())
+
+
+def test_bad_input_gets_a_message_and_the_server_keeps_serving(server, tmp_path):
+    import tifffile
+    url, _ = server
+    (tmp_path / 'text.png').write_text('not an image')
+    (tmp_path / 'empty.png').write_bytes(b'')
+    tifffile.imwrite(tmp_path / 'volume.tif', np.zeros((2, 3, 16, 16), np.uint8))
+    Image.new('L', (10000, 10000)).save(tmp_path / 'huge.png')
+    good = tmp_path / 'good.png'
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 80), dtype=np.uint8)).save(good)
+    for path, model, message in ((tmp_path / 'text.png', MODEL, 'cannot read'),
+                                 (tmp_path / 'empty.png', MODEL, 'is empty'),
+                                 (tmp_path / 'volume.tif', MODEL, 'expected a 2D'),
+                                 (tmp_path / 'huge.png', MODEL, '100 megapixels'),
+                                 (good, 'no-checkpoint', 'has no checkpoint')):
+        with pytest.raises(Exception, match=message):
+            denoise(url, path, model)
+        _, out, _ = denoise(url, good)  # still serving
+        assert os.path.exists(out)
+
+
+def test_two_users_at_once_get_their_own_results(server, tmp_path):
+    url, _ = server
+    rng = np.random.default_rng(2)
+    images = {name: np.clip(rng.normal(120, 50, shape), 0, 255).astype(np.uint8)
+              for name, shape in (('a', (72, 96)), ('b', (88, 64)))}
+    results = {}
+
+    def user(name):
+        Image.fromarray(images[name]).save(tmp_path / f'{name}.png')
+        results[name] = denoise(url, tmp_path / f'{name}.png')[1]
+    threads = [threading.Thread(target=user, args=(name,)) for name in images]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for name, image in images.items():
+        out = np.asarray(Image.open(results[name])).astype(np.float64)
+        want = np.clip(np.round(expected(image)), 0, 255)
+        assert out.shape == image.shape and np.max(np.abs(out - want)) <= 1
+
+
+def test_added_noise_is_scored_against_the_clean_upload(server, tmp_path):
+    url, _ = server
+    clean = np.tile(np.linspace(40, 200, 96), (80, 1)).astype(np.uint8)
+    Image.fromarray(clean).save(tmp_path / 'clean.png')
+    _, _, report = denoise(url, tmp_path / 'clean.png', sigma=25)
+    assert 'sigma 25 added' in report and report.count(' dB / ') == 2
+
+
+def test_the_page_in_a_browser(server):
+    """Headless Chromium uploads an example, waits for the result and takes a screenshot
+    (results/web_demo.png, shown in the README)."""
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    if chromium is None:
+        if os.environ.get('N2S_REQUIRE_BROWSER') == '1':
+            pytest.fail('no chromium: apt-get install chromium')
+        pytest.skip('no chromium (apt-get install chromium)')
+    playwright = pytest.importorskip('playwright.sync_api')
+    url, base = server
+    example = base / 'data' / 'web_examples' / 'noisy_camera.png'
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=['--no-sandbox'])
+        page = browser.new_page(viewport={'width': 1280, 'height': 900})
+        page.goto(url)
+        page.locator('#upload input[type=file]').set_input_files(str(example))
+        page.locator('#denoise').click()
+        page.locator('#report').get_by_text(MODEL).wait_for(timeout=60000)
+        os.makedirs(ROOT / 'results', exist_ok=True)
+        page.screenshot(path=str(ROOT / 'results' / 'web_demo.png'), full_page=True)
+        assert page.locator('#compare img').count() >= 1
+        assert 'noisy_camera_denoised' in page.locator('#download').inner_text(), \
+            page.locator('#download').inner_text()
+        browser.close()

@@ -1,0 +1,54 @@
+"""Export: a trained model as a TensorFlow SavedModel that needs neither this repository nor
+Keras to run (`Noise2Same.export`)."""
+import os
+import shutil
+
+import tensorflow as tf
+
+
+class ServingModule(tf.Module):
+    """What `export` saves: one float32 image (spatial..., C) in, its denoised version out, with
+    the normalisation (the image's mean and std), the reflect padding to multiples of
+    2**depth and the cropping done inside the graph."""
+
+    def __init__(self, network, dim: int, in_channels: int, multiple: int):
+        super().__init__(name='noise2same')
+        self.weights = [getattr(v, 'value', v) for v in network.weights]  # tracked for saving
+        self._network = lambda x: network(x, training=False)  # a function: not tracked itself
+        self._multiple = multiple
+        spec = tf.TensorSpec([None] * dim + [in_channels], tf.float32, name='image')
+        self.denoise = tf.function(self._denoise, input_signature=[spec])
+
+    def _denoise(self, image):
+        mean = tf.reduce_mean(image)
+        std = tf.math.reduce_std(image)
+        std = tf.where(std > 0, std, tf.ones_like(std))
+        size = tf.shape(image)[:-1]
+        total = (-size) % self._multiple
+        before = total // 2
+        paddings = tf.concat([tf.stack([before, total - before], axis=1), [[0, 0]]], axis=0)
+        x = tf.pad((image - mean) / std, paddings, mode='REFLECT')
+        y = self._network(x[None])[0]
+        y = tf.slice(y, tf.concat([before, [0]], 0), tf.concat([size, [-1]], 0))
+        return {'denoised': y * std + mean}
+
+
+def export(network, dim: int, in_channels: int, multiple: int, path: str) -> str:
+    """Write the SavedModel of `network` (a Keras model with restored weights) to `path`.
+
+    Its `serving_default` signature takes 'image', one float32 image of any size (>= multiple
+    per spatial axis) with the channel axis last (also for one channel), and returns
+    {'denoised': same shape}. Written to a temporary folder and renamed; an existing `path` is
+    an error.
+    """
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; remove it or choose another export path")
+    module = ServingModule(network, dim, in_channels, multiple)
+    tmp = f'{path.rstrip(os.sep)}.tmp-{os.getpid()}'
+    try:
+        tf.saved_model.save(module, tmp, signatures={'serving_default': module.denoise})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    return path

@@ -1,0 +1,198 @@
+"""The web demo (`python demo.py`): upload an image or pick an example, get it denoised.
+
+`DenoiseService` does the work and knows nothing of the web page: it lists the model
+directories, loads each model once, and denoises an image file with the same code path as
+test_single.py (`image_utils.read_image` / `denoise` / `output_pixels`). `build_app` puts a
+Gradio page in front of it. Image arrays are (H, W) grey or (H, W, C) channels last.
+"""
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import image_utils
+from .checkpoint_utils import latest_checkpoint
+from .cli import DEFAULT_MODEL
+from .evaluation_utils import PSNR, SSIM
+
+MAX_PIXELS = 25_000_000  # larger uploads are refused (test_single.py tiles any size)
+
+
+@dataclass
+class Result:
+    """What one request returns: 8-bit views of input and output for the page, the denoised
+    file in the input's bit depth, and a one-paragraph report."""
+    input_view: np.ndarray
+    output_view: np.ndarray
+    path: str
+    report: str
+
+
+def display_range(pixels: np.ndarray) -> tuple:
+    """(low, high) of an image's values for an 8-bit view: the dtype's range for integers,
+    min..max for floats."""
+    if np.issubdtype(pixels.dtype, np.integer):
+        return 0.0, float(np.iinfo(pixels.dtype).max)
+    return float(np.min(pixels)), float(max(np.max(pixels), np.min(pixels) + 1e-12))
+
+
+def to_view(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.clip(np.round((image - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+
+
+class DenoiseService:
+    """Denoises image files with the models under `model_dir`, one request at a time.
+
+    Models are loaded on first use and kept; a lock serialises prediction, so concurrent
+    requests get their own, correct results. Outputs go to fresh folders under `out_dir`.
+    """
+
+    def __init__(self, model_dir: str, out_dir: Optional[str] = None):
+        self.model_dir = model_dir
+        self.out_dir = out_dir or tempfile.mkdtemp(prefix='n2s-web-')
+        self._models: Dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def model_names(self) -> List[str]:
+        """Every model directory under model_dir, sorted (with or without a checkpoint)."""
+        if not os.path.isdir(self.model_dir):
+            return []
+        return sorted(name for name in os.listdir(self.model_dir)
+                      if os.path.isdir(os.path.join(self.model_dir, name)) and not name.startswith('.'))
+
+    def default_model(self) -> Optional[str]:
+        names = self.model_names()
+        return DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+
+    def model(self, name: str):
+        """The model `name`, loaded once (ValueError when its folder has no checkpoint)."""
+        if name not in self._models:
+            from models import Noise2Same
+            folder = os.path.join(self.model_dir, name)
+            if not os.path.isdir(folder) or latest_checkpoint(folder) is None:
+                raise ValueError(f"model {name} has no checkpoint in {folder}; train it first or "
+                                 f"choose another model")
+            self._models[name] = Noise2Same(self.model_dir, name)
+        return self._models[name]
+
+    def denoise(self, path: str, name: str, sigma: float = 0.0, tta: bool = False, seed: int = 0,
+                progress: Callable[[float, str], None] = lambda fraction, text: None) -> Result:
+        """Denoise the image file `path` with model `name`; with sigma > 0 the image is taken
+        as clean, Gaussian noise of that std (on the 0..255 scale) is added first, and PSNR
+        and SSIM against it are reported. Bad input raises ValueError with a readable message."""
+        if not path or not os.path.isfile(path):
+            raise ValueError("no image given: upload a PNG, JPEG or TIFF file")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{os.path.basename(path)} is empty: upload an image file")
+        height, width = image_utils.image_size(path)
+        if height * width > MAX_PIXELS:
+            raise ValueError(f"{os.path.basename(path)} has {height * width / 1e6:.0f} megapixels; "
+                             f"the web demo takes up to {MAX_PIXELS / 1e6:.0f} (use test_single.py, "
+                             f"which tiles any size)")
+        progress(0.1, 'reading')
+        image = image_utils.read_image(path)
+        low, high = display_range(image.pixels)
+        clean = None
+        if sigma > 0:
+            clean = image.colour
+            scale = (high - low) / 255.0
+            noise = np.random.default_rng(seed).normal(0, sigma * scale, clean.shape)
+            image = image_utils.LoadedImage(image.pixels, clean + noise, image.alpha)
+        progress(0.3, 'denoising')
+        with self._lock:
+            model = self.model(name)
+            x, denoised = image_utils.denoise(model, image, tta=tta)
+        progress(0.9, 'writing')
+        out = self._write(path, image_utils.output_pixels(denoised, image))
+        report = f"{name}: {x.shape[1]}x{x.shape[0]} pixels" + (", self-ensemble" if tta else '')
+        if clean is not None:
+            reference = image_utils.model_input(image_utils.LoadedImage(image.pixels, clean, None),
+                                                model.in_channels)
+            data_range = high - low
+            report += (f"; Gaussian noise sigma {sigma:g} added. PSNR / SSIM against the clean "
+                       f"upload: noisy {self._scores(reference, x, data_range)}, denoised "
+                       f"{self._scores(reference, denoised, data_range)}")
+        return Result(to_view(x, low, high), to_view(denoised, low, high), out, report)
+
+    @staticmethod
+    def _scores(reference: np.ndarray, image: np.ndarray, data_range: float) -> str:
+        scale = 255.0 / data_range
+        return f"{PSNR(reference * scale, image * scale):.2f} dB / " \
+               f"{SSIM(reference, image, data_range=data_range):.4f}"
+
+    def _write(self, path: str, pixels: np.ndarray) -> str:
+        """The denoised file, named after the input, in a fresh folder; a TIFF when the
+        input's format cannot hold the pixels (e.g. float TIFF -> PNG)."""
+        stem, suffix = os.path.splitext(os.path.basename(path))
+        suffix = suffix.lower() if suffix.lower() in ('.png', '.jpg', '.jpeg', '.tif', '.tiff') else '.png'
+        try:
+            image_utils.check_format(stem + suffix, pixels.dtype)
+        except ValueError:
+            suffix = '.tif'
+        os.makedirs(self.out_dir, exist_ok=True)
+        out = os.path.join(tempfile.mkdtemp(dir=self.out_dir), f'{stem}_denoised{suffix}')
+        image_utils.write_image_atomic(out, pixels)
+        return out
+
+
+def example_images(data_dir: str) -> List[List]:
+    """Example rows [file, sigma to add]: noisy demo photographs built offline from
+    scikit-image's (camera, astronaut, sigma 25 already in), and a clean one (coins) to which
+    the page adds noise."""
+    from PIL import Image
+
+    from .datasets import DATASETS, _grey_photo
+    folder = os.path.join(data_dir, 'web_examples')
+    files = {'noisy_camera.png': 0, 'noisy_astronaut.png': 0, 'clean_coins.png': 25}
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in files):
+        demo = DATASETS['demo']
+        tests = demo.test_images(data_dir)  # builds the demo set when missing
+        os.makedirs(folder, exist_ok=True)
+        views = {'noisy_camera.png': tests[0].noisy, 'noisy_astronaut.png': tests[1].noisy,
+                 'clean_coins.png': _grey_photo('coins')}
+        for name, array in views.items():
+            tmp = os.path.join(folder, f'.{name}.tmp.png')
+            Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8)).save(tmp)
+            os.replace(tmp, os.path.join(folder, name))
+    return [[os.path.join(folder, f), sigma] for f, sigma in files.items()]
+
+
+def build_app(service: DenoiseService, examples: List[List]):
+    """The Gradio page in front of `service`."""
+    import gradio as gr
+
+    def run(path, name, sigma, tta, progress=gr.Progress()):
+        try:
+            result = service.denoise(path, name, float(sigma or 0), bool(tta),
+                                     progress=lambda f, text: progress(f, desc=text))
+        except (ValueError, OSError) as error:
+            raise gr.Error(str(error).strip().splitlines()[0] if str(error).strip()
+                           else type(error).__name__)
+        return (result.input_view, result.output_view), result.path, result.report
+
+    with gr.Blocks(title='Noise2Same denoising demo') as app:
+        gr.Markdown('# Noise2Same / Noise2SamePro denoising\nUpload a noisy image (PNG, JPEG or '
+                    'TIFF; 8 or 16 bits; grey or colour) or pick an example. A clean picture can '
+                    'be given noise first, and is then used as the reference for PSNR and SSIM.')
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label='image', file_types=['image', '.tif', '.tiff'],
+                                 type='filepath', elem_id='upload')
+                model = gr.Dropdown(service.model_names(), value=service.default_model(),
+                                    label='model (trained_models/)')
+                sigma = gr.Slider(0, 75, value=0, step=1, label='add Gaussian noise, sigma '
+                                  '(0..255 scale; 0 = the upload is already noisy)')
+                tta = gr.Checkbox(False, label='self-ensemble (8 flips and rotations, 8x slower)')
+                button = gr.Button('Denoise', variant='primary', elem_id='denoise')
+            with gr.Column(scale=2):
+                compare = gr.ImageSlider(label='input | denoised (drag the slider)', type='numpy',
+                                         elem_id='compare')
+                download = gr.File(label='denoised image (input bit depth)', elem_id='download')
+                report = gr.Markdown(elem_id='report')
+        gr.Examples(examples, inputs=[upload, sigma])
+        button.click(run, [upload, model, sigma, tta], [compare, download, report],
+                     api_name='denoise', concurrency_limit=2)
+    return app
