@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 from network import DenoisingNetwork  # noqa: E402
 from network_configure import PRECISIONS, merged_net_config  # noqa: E402
 from utils import serving, training_loop  # noqa: E402
-from utils.checkpoint_utils import (CheckpointError, infer_settings, is_tf1_checkpoint,  # noqa: E402
-                                    latest_checkpoint, read_checkpoint, read_settings,
-                                    tf1_variable_names)
+from utils.checkpoint_utils import (  # noqa: E402
+    CheckpointError, infer_settings, is_tf1_checkpoint, latest_checkpoint, read_checkpoint,
+    read_settings, tf1_variable_names)
 from utils.predict_utils import PadAndCropResizer, Predictor  # noqa: E402
 from utils.train_utils import TF1Adam, donut_average, mask_box_size, training_dataset  # noqa: E402
 

@@ -75,7 +75,8 @@ def phases(variant: str, steps: int, pro_steps: int) -> List[tuple]:
     return [('Noise2Same', {}, steps - pro_steps), ('Noise2SamePro', pro, steps)]
 
 
-SHARED_FIRST_PHASE = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad')  # the same N2S up to steps - pro_steps
+# the variants whose runs share the same N2S steps up to steps - pro_steps
+SHARED_FIRST_PHASE = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad')
 
 
 def run_key(name: str, seed: int, cfg: Dict, dataset) -> str:

@@ -155,7 +155,8 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
     source, images = mixed_shape_images(data_dir)
     images = images[:limit]
     model = Noise2Same(model_dir, name)
-    result = {'images': f'{len(images)} {source}', 'width': model.net_config['first_output_filters'],
+    result = {'images': f'{len(images)} {source}',
+              'width': model.net_config['first_output_filters'],
               'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
     for tta in (False, True):
         model.predict(images[0], tta=tta)  # warm-up
@@ -228,7 +229,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='only the mixed-shape prediction pass')
     p.add_argument('--model-dir', default=cli.MODEL_DIR,
                    help='folder of the model of the mixed-shape pass')
-    p.add_argument('--name', default=cli.DEFAULT_MODEL, help='model of the mixed-shape pass (width 32)')
+    p.add_argument('--name', default=cli.DEFAULT_MODEL,
+                   help='model of the mixed-shape pass (width 32)')
     p.add_argument('--data-dir', default=cli.DATA_DIR, help='where BSD68 is built')
     p.add_argument('--mixed-child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -51,7 +51,8 @@ def find_png_folders(source: str) -> Tuple[str, str]:
     raise FileNotFoundError(f"no BSD68 PNG folders in {source}: expected {layouts}")
 
 
-def read_pngs(folder: str, names: Sequence[str], shapes: Sequence[Tuple[int, int]]) -> List[np.ndarray]:
+def read_pngs(folder: str, names: Sequence[str],
+              shapes: Sequence[Tuple[int, int]]) -> List[np.ndarray]:
     """The PNGs `names` of `folder` as (H, W) uint8 arrays; a missing, extra, non-grey or
     wrong-sized PNG is a ValueError/FileNotFoundError naming the file."""
     from PIL import Image
@@ -63,7 +64,8 @@ def read_pngs(folder: str, names: Sequence[str], shapes: Sequence[Tuple[int, int
     for name in names:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"missing {path}: the folder must hold {names[0]} .. {names[-1]}")
+            raise FileNotFoundError(f"missing {path}: the folder must hold {names[0]} .. "
+                                    f"{names[-1]}")
         try:
             with Image.open(path) as image:
                 mode, array = image.mode, np.asarray(image)
@@ -89,10 +91,11 @@ def add_noise(image: np.ndarray, split: str, index: int, sigma: float = SIGMA,
 def make_arrays(train_pngs: Sequence[np.ndarray], test_pngs: Sequence[np.ndarray],
                 sigma: float = SIGMA, seed: int = NOISE_SEED) -> Dict[str, np.ndarray]:
     """The four arrays of FILES from the uint8 PNGs (400 training, 68 test)."""
-    noisy_train = np.stack([add_noise(x, 'train', i, sigma, seed) for i, x in enumerate(train_pngs)])
+    noisy = lambda pngs, split: [add_noise(x, split, i, sigma, seed) for i, x in enumerate(pngs)]
+    noisy_train = np.stack(noisy(train_pngs, 'train'))
     as_objects = lambda arrays: np.array(list(arrays) + [None], dtype=object)[:-1]
     return {'train': noisy_train[:-N_VALIDATION], 'val': noisy_train[-N_VALIDATION:],
-            'test': as_objects([add_noise(x, 'test', i, sigma, seed) for i, x in enumerate(test_pngs)]),
+            'test': as_objects(noisy(test_pngs, 'test')),
             'gt': as_objects([x.astype(np.float32) for x in test_pngs])}
 
 

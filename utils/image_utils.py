@@ -68,8 +68,8 @@ def image_size(path: str) -> Tuple[int, int]:
         with Image.open(path) as im:
             return im.height, im.width
     except Exception as error:  # as in read_image
-        raise ValueError(f"cannot read {os.path.basename(path)} as an image ({type(error).__name__}); "
-                         f"give a PNG, JPEG or TIFF file") from None
+        raise ValueError(f"cannot read {os.path.basename(path)} as an image "
+                         f"({type(error).__name__}); give a PNG, JPEG or TIFF file") from None
 
 
 def model_input(image: LoadedImage, in_channels: int) -> np.ndarray:

@@ -170,7 +170,8 @@ class Predictor:
 
     def __init__(self, network: Callable[[np.ndarray], np.ndarray], dim: int, in_channels: int,
                  multiple: int):
-        self.network, self.dim, self.in_channels, self.multiple = network, dim, in_channels, multiple
+        self.network, self.dim = network, dim
+        self.in_channels, self.multiple = in_channels, multiple
 
     def predict(self, image: np.ndarray, im_mean=None, im_std=None,
                 resizer: Optional[PadAndCropResizer] = None, tta: bool = False) -> np.ndarray:

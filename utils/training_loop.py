@@ -293,7 +293,8 @@ def _validate(model, validation, box, writer, step: int, bar) -> None:
         for key, value in scores.items():
             tf.summary.scalar(f'loss_metric/{key}', value)
     if bar is not None:
-        bar.write(f'step {step}: validation ' + ', '.join(f'{k} {v:.5f}' for k, v in scores.items()))
+        bar.write(f'step {step}: validation '
+                  + ', '.join(f'{k} {v:.5f}' for k, v in scores.items()))
 
 
 def image_summaries(dim: int, features, noise, mask, raw_pred, masked_pred) -> None:

@@ -60,8 +60,9 @@ class DenoiseService:
         """Every model directory under model_dir, sorted (with or without a checkpoint)."""
         if not os.path.isdir(self.model_dir):
             return []
+        folder = lambda name: os.path.join(self.model_dir, name)
         return sorted(name for name in os.listdir(self.model_dir)
-                      if os.path.isdir(os.path.join(self.model_dir, name)) and not name.startswith('.'))
+                      if os.path.isdir(folder(name)) and not name.startswith('.'))
 
     def default_model(self) -> Optional[str]:
         names = self.model_names()
@@ -89,9 +90,9 @@ class DenoiseService:
             raise ValueError(f"{os.path.basename(path)} is empty: upload an image file")
         height, width = image_utils.image_size(path)
         if height * width > MAX_PIXELS:
-            raise ValueError(f"{os.path.basename(path)} has {height * width / 1e6:.0f} megapixels; "
-                             f"the web demo takes up to {MAX_PIXELS / 1e6:.0f} (use test_single.py, "
-                             f"which tiles any size)")
+            raise ValueError(f"{os.path.basename(path)} has {height * width / 1e6:.0f} "
+                             f"megapixels; the web demo takes up to {MAX_PIXELS / 1e6:.0f} (use "
+                             f"test_single.py, which tiles any size)")
         progress(0.1, 'reading')
         image = image_utils.read_image(path)
         low, high = display_range(image.pixels)
@@ -127,7 +128,8 @@ class DenoiseService:
         """The denoised file, named after the input, in a fresh folder; a TIFF when the
         input's format cannot hold the pixels (e.g. float TIFF -> PNG)."""
         stem, suffix = os.path.splitext(os.path.basename(path))
-        suffix = suffix.lower() if suffix.lower() in ('.png', '.jpg', '.jpeg', '.tif', '.tiff') else '.png'
+        known = ('.png', '.jpg', '.jpeg') + image_utils.TIFF_SUFFIXES
+        suffix = suffix.lower() if suffix.lower() in known else '.png'
         try:
             image_utils.check_format(stem + suffix, pixels.dtype)
         except ValueError:
