@@ -406,11 +406,8 @@ class Noise2SamePro(Noise2Same):
         step, seed = int(self.global_step.numpy()), int(self.seed.numpy())
         batches = training_dataset(images, patch_size, batch_size, mask_box_size(self.mask_perc),
                                    seed, step, step + self.GUARD_BATCHES)
-        recs = []
-        with self._frozen_statistics():
-            for features, noise, mask in batches:
-                terms, _, _ = self.loss_terms(features, noise, mask, training=True)
-                recs.append(float(terms['reconstruction']))
+        recs = [self.compute_losses(features, noise, mask, training=True)['reconstruction']
+                for features, noise, mask in batches]
         return float(np.sqrt(np.mean(recs)))
 
     def settings(self) -> dict:

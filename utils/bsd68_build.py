@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .datasets import BSD68
+
 NOISE_SEED = 68
 SIGMA = 25.0
 SPLITS = ('train', 'test')
@@ -36,9 +38,7 @@ FOLDER_LAYOUTS = (('train400', 'test68'),
                   ('Train400', 'BSD68'))
 DNCNN_RAW = 'https://raw.githubusercontent.com/cszn/DnCNN/master/'
 
-FILES = {'train': 'train/DCNN400_train_gaussian25.npy',
-         'val': 'val/DCNN400_validation_gaussian25.npy',
-         'test': 'test/bsd68_gaussian25.npy', 'gt': 'test/bsd68_groundtruth.npy'}
+FILES = BSD68.files  # the original file names, as utils/datasets.py reads them
 
 
 def find_png_folders(source: str) -> Tuple[str, str]:
