@@ -1,6 +1,7 @@
 # make demo: set up, train N2S and N2SP on the offline demo set at a CPU size, test, report.
 # make test: set up and run the test suite.
 # make web: set up with the web extras and start the web demo (python demo.py).
+# make extras: add the benchmarks' and download.py's extras (bm3d, gdown).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,10 +13,15 @@ DEMO_PRO_STEPS ?= 100
 DEMO_FLAGS = --dataset demo --filters $(DEMO_FILTERS) --batch-size $(DEMO_BATCH) \
              --steps $(DEMO_STEPS) --save-steps 100 --log-steps 50
 DEMO_OUT ?= results/demo
+# a model's last checkpoint: present when its training is complete (an interrupted run resumes)
+DEMO_N2S_DONE = trained_models/demo-N2S/ckpt-$(DEMO_STEPS).index
+DEMO_N2SP_DONE = trained_models/demo-N2SP/ckpt-$(DEMO_STEPS).index
 
-.PHONY: demo test venv web clean-demo
+.PHONY: demo test venv web extras clean-demo
 
 venv: $(VENV)/.installed
+
+extras: $(VENV)/.extras-installed
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,14 +33,23 @@ $(VENV)/.web-installed: $(VENV)/.installed requirements-web.txt
 	$(PY) -m pip install --quiet -r requirements-web.txt
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.web-installed requirements-test.txt
+$(VENV)/.extras-installed: $(VENV)/.installed requirements-extra.txt
+	$(PY) -m pip install --quiet -r requirements-extra.txt
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.web-installed $(VENV)/.extras-installed requirements-test.txt \
+                         requirements-bioimageio.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
 demo: venv
 	mkdir -p $(DEMO_OUT)
-	$(PY) train.py $(DEMO_FLAGS) --name demo-N2S
-	$(PY) train_pro.py $(DEMO_FLAGS) --pro-steps $(DEMO_PRO_STEPS) --name demo-N2SP
+	@if [ -e $(DEMO_N2S_DONE) ] && [ -e $(DEMO_N2SP_DONE) ]; then echo "the demo models are" \
+	    "trained (trained_models/demo-N2S, demo-N2SP): testing them again; to retrain them," \
+	    "run 'make clean-demo', then 'make demo'"; fi
+	[ -e $(DEMO_N2S_DONE) ] || $(PY) train.py $(DEMO_FLAGS) --name demo-N2S
+	[ -e $(DEMO_N2SP_DONE) ] || \
+	    $(PY) train_pro.py $(DEMO_FLAGS) --pro-steps $(DEMO_PRO_STEPS) --name demo-N2SP
 	$(PY) test.py --dataset demo --name demo-N2S --csv $(DEMO_OUT)/n2s_per_image.csv
 	$(PY) test_pro.py --dataset demo --name demo-N2SP --csv $(DEMO_OUT)/n2sp_per_image.csv
 	$(PY) test_single.py Denoising_data/demo/test/noisy_camera.png --name demo-N2SP \

@@ -6,7 +6,13 @@
 Needs the web extras: pip install -r requirements-web.txt (or make web). Upload a PNG, JPEG or
 TIFF, or pick an example; choose a model; optionally add Gaussian noise to a clean picture to
 see PSNR and SSIM; drag the slider to compare input and output; download the result.
+
+Bounded for a server left running: uploads over 200 MB are refused before they are stored, and
+the demo's files (Gradio's cached uploads and views, the results) are pruned after each request
+to the newest 48 (about the last 10 requests) and to none older than an hour.
 """
+import os
+import tempfile
 from typing import List, Optional
 
 from utils import cli
@@ -26,12 +32,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise OSError("the web demo needs Gradio: pip install -r requirements-web.txt "
                       "(or make web)") from None
     cli.start_tensorflow(training=False)
-    from utils.web_demo import DenoiseService, build_app, example_images
-    service = DenoiseService(args.model_dir)
+    from gradio.utils import get_upload_folder
+
+    from utils.web_demo import MAX_UPLOAD, DenoiseService, build_app, example_images
+    cache = get_upload_folder()  # Gradio's uploads, and our results inside it
+    os.makedirs(cache, exist_ok=True)
+    service = DenoiseService(args.model_dir, tempfile.mkdtemp(prefix='n2s-results-', dir=cache),
+                             cache_dir=cache)
     app = build_app(service, example_images(args.data_dir))
     print(f'serving on http://{args.host}:{args.port} (Ctrl-C to stop)', flush=True)
     app.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                       allowed_paths=[service.out_dir])
+                       allowed_paths=[service.out_dir], max_file_size=MAX_UPLOAD)
 
 
 if __name__ == '__main__':

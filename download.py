@@ -18,7 +18,7 @@ from utils.datasets import DATASETS, DRIVE_FOLDER
 
 def fetch_drive(dataset, data_dir: str) -> None:
     """The original files from the authors' Google Drive folder."""
-    import gdown
+    gdown = cli.import_extra('gdown', 'downloading from Google Drive')
     try:
         gdown.download_folder(DRIVE_FOLDER, output=data_dir, quiet=False)
     except Exception as error:  # gdown raises many types when offline or rate-limited

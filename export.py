@@ -1,7 +1,14 @@
-"""Export a trained model as a TensorFlow SavedModel (runs without this repository).
+"""Export a trained model as a TensorFlow SavedModel (runs without this repository) or as a
+bioimage.io package (BioImage Model Zoo: deepImageJ/Fiji, ilastik, napari, bioimageio.core).
 
     python export.py --name N2S_PRO-8000-2 --output exported/n2sp
     # then, anywhere:  tf.saved_model.load('exported/n2sp').signatures['serving_default'](image=x)
+    python export.py --name bsd68-N2S --bioimageio bsd68-N2S.zip
+    # then:            bioimageio test bsd68-N2S.zip ; bioimageio predict ...
+
+A bioimage.io package needs the extra requirements-bioimageio.txt (pip install -r
+requirements-bioimageio.txt); utils/bioimageio.py says what it holds. Its README gives the
+model's test PSNR when the data set it was trained on is built under --data-dir.
 """
 import os
 from typing import List, Optional
@@ -12,17 +19,62 @@ from utils import cli
 def main(argv: Optional[List[str]] = None) -> None:
     p = cli.new_parser(__doc__)
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='folder of the data sets (for the '
+                                                            'test PSNR in a package\'s README)')
     p.add_argument('--name', default='N2S_PRO-8000-2', help='model directory name')
-    p.add_argument('--output', required=True, help='SavedModel folder to create (must not exist)')
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument('--output', help='SavedModel folder to create (must not exist)')
+    target.add_argument('--bioimageio', metavar='OUT.zip',
+                        help='bioimage.io package to create (must not exist)')
+    p.add_argument('--license', default=None,
+                   help='SPDX license id written into the package (default: none stated)')
+    p.add_argument('--author', action='append', default=None,
+                   help='author name for the package (repeatable)')
     args = p.parse_args(argv)
-    cli.require_checkpoint(args.model_dir, args.name, 'python train_pro.py')
+    out = args.output or args.bioimageio
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise OSError(f"cannot write {out}: folder {folder} does not exist")
+    if os.path.exists(out):
+        raise FileExistsError(f"{out} exists; remove it or choose another path")
+    if args.bioimageio:
+        cli.import_extra('bioimageio.spec', 'a bioimage.io package',
+                         'requirements-bioimageio.txt')
+        if not args.bioimageio.endswith('.zip'):
+            raise ValueError(f"a bioimage.io package is a .zip file, got {args.bioimageio}")
+    cli.require_checkpoint(args.model_dir, args.name, f'python train.py --name {args.name}')
     cli.start_tensorflow(training=False)
     from models import Noise2Same
     model = Noise2Same(args.model_dir, args.name)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise OSError(f"cannot write {args.output}: folder {folder} does not exist")
-    print(f'wrote {model.export(args.output)}')
+    if args.output:
+        print(f'wrote {model.export(args.output)}')
+        return
+    from utils import bioimageio
+    bioimageio.check_describable(model)
+    scores, data = test_scores(model, args.data_dir)
+    bioimageio.write_package(model, args.bioimageio, scores=scores, dataset_text=data,
+                             authors=args.author, license_id=args.license)
+    print(f'wrote {args.bioimageio} (check it with: bioimageio test {args.bioimageio})')
+
+
+def test_scores(model, data_dir: str):
+    """(the model's test PSNR on its training data set, or None; a description of that data)."""
+    from utils.datasets import DATASETS
+    name = model.training.get('dataset')
+    if name not in DATASETS:
+        return None, ('not recorded (e.g. an original TF1 checkpoint, or trained through the '
+                      'Python API)')
+    dataset = DATASETS[name]
+    text = f'{name}: {dataset.description}'
+    try:
+        dataset.test_images(data_dir)
+    except (OSError, ValueError):
+        return None, text
+    import numpy as np
+    rows = list(dataset.evaluate(model, data_dir))
+    return (f"{name} test set ({len(rows)} images): PSNR {np.mean([r['psnr'] for r in rows]):.2f}"
+            f" dB, SSIM {np.mean([r['ssim'] for r in rows]):.4f} (test.py's protocol, at "
+            f"export)"), text
 
 
 if __name__ == '__main__':

@@ -28,11 +28,11 @@ tf = import_tensorflow()  # quietly, once; oneDNN as set by the caller (utils/tf
 import numpy as np  # noqa: E402
 
 from network import DenoisingNetwork  # noqa: E402
-from network_configure import PRECISIONS, merged_net_config  # noqa: E402
+from network_configure import LR_SCHEDULES, PRECISIONS, merged_net_config  # noqa: E402
 from utils import serving, training_loop  # noqa: E402
 from utils.checkpoint_utils import (  # noqa: E402
-    CheckpointError, infer_settings, is_tf1_checkpoint, latest_checkpoint, read_checkpoint,
-    read_settings, tf1_variable_names)
+    CheckpointError, SettingConflict, infer_settings, is_tf1_checkpoint, latest_checkpoint,
+    read_checkpoint, read_settings, tf1_variable_names, to_builtin)
 from utils.predict_utils import PadAndCropResizer, Predictor  # noqa: E402
 from utils.train_utils import TF1Adam, donut_average, mask_box_size, training_dataset  # noqa: E402
 
@@ -42,6 +42,7 @@ training_config = {'base_learning_rate': 0.0004,
                    'lr_staircase': True}
 
 MASKINGS = ('gaussian', 'donut')
+NORMALISATIONS = ('image', 'channel')
 _DEFAULTS = {'dim': 2, 'in_channels': 1, 'masking': 'gaussian', 'mask_perc': 0.5}
 TERMS = training_loop.TERMS
 
@@ -66,50 +67,64 @@ class Noise2Same:
     masking : 'gaussian' (masked pixels replaced by N(0, 0.2) noise) or 'donut' (by the mean of
         their neighbours). Default: the saved model's, else 'gaussian'.
     mask_perc : percentage of pixels masked, nominally (0.5 gives 14x14 cells, ~0.5 %).
-    opt_config : learning-rate schedule, as `training_config`.
+    opt_config : changes to the learning-rate schedule (keys of `training_config`, and
+        'lr_schedule': 'staircase', 'cosine' or 'linear'; see utils.train_utils.learning_rate).
+        Default: the saved model's, else `training_config`.
     net_config : dict merged over `network_configure.conf_unet` (and `conf_basic_ops`).
         Default: the saved model's, else the defaults (width 96).
+    normalisation : how the training images were normalised, and so how `predict` normalises
+        an image unless given im_mean and im_std: 'image' (its mean and std over all channels;
+        the original's prediction, and what original TF1 checkpoints get) or 'channel' (each
+        channel by its own, as ImageNet training). Default: the saved model's, else 'image'.
     precision : 'float32' (default, as the original), 'mixed_bfloat16' (CPU or GPU) or
         'mixed_float16' (GPU; with dynamic loss scaling in training): the U-Net's convolutions in
         16 bits, weights, batch norm and loss in float32. A run-time choice, not saved: any
         checkpoint can be trained further or used in any precision.
 
-    Explicit arguments that contradict the saved model's architecture raise CheckpointError.
+    An existing model keeps what settings.json saved: an argument left out (None) means the
+    saved value, and an explicit one that differs from it (architecture, lmbd, masking,
+    mask_perc, opt_config) raises CheckpointError. Numbers may be Python or numpy scalars.
     """
 
     def __init__(self, base_dir: str, name: str, dim: Optional[int] = None,
                  in_channels: Optional[int] = None, lmbd: Optional[float] = None,
                  masking: Optional[str] = None, mask_perc: Optional[float] = None,
-                 opt_config: Mapping = training_config, net_config: Optional[Mapping] = None,
-                 precision: str = 'float32'):
+                 opt_config: Optional[Mapping] = None, net_config: Optional[Mapping] = None,
+                 precision: str = 'float32', normalisation: Optional[str] = None):
         self.base_dir, self.name = base_dir, name
         self.model_dir = os.path.join(base_dir, name)
-        saved = self._saved_settings()
-        given = {'dim': dim, 'in_channels': in_channels, 'masking': masking,
-                 'mask_perc': mask_perc, 'lmbd': lmbd}
+        self.saved = self._saved_settings() or {}
+        given = to_builtin({'dim': dim, 'in_channels': in_channels, 'masking': masking,
+                            'mask_perc': mask_perc, 'lmbd': lmbd})
         for key in ('dim', 'in_channels'):
-            if saved and given[key] is not None and given[key] != saved[key]:
+            if self.saved and given[key] is not None and given[key] != self.saved[key]:
                 raise CheckpointError(
                     f"{key}={given[key]} was given but {self.model_dir} holds a model with "
-                    f"{key}={saved[key]}; drop the argument or use another model directory")
-        pick = lambda key: next(v for v in (given[key], (saved or {}).get(key),
-                                            _DEFAULTS.get(key)) if v is not None)
-        self.dim, self.in_channels = pick('dim'), pick('in_channels')
-        self.masking, self.mask_perc = pick('masking'), float(pick('mask_perc'))
-        self.lmbd = lmbd if lmbd is not None else (saved or {}).get('lmbd')
+                    f"{key}={self.saved[key]}; drop the argument or use another model directory")
+        self.dim, self.in_channels = (self._setting(k, given[k], _DEFAULTS[k])
+                                      for k in ('dim', 'in_channels'))
+        self.masking = self._setting('masking', given['masking'], _DEFAULTS['masking'])
+        self.mask_perc = float(self._setting('mask_perc', given['mask_perc'],
+                                             _DEFAULTS['mask_perc']))
+        self.lmbd = self._setting('lmbd', given['lmbd'], None)
+        self.normalisation = self._setting('normalisation', normalisation, 'image')
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
+                             f"{self.normalisation!r}")
         if self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
         if self.masking not in MASKINGS:
             raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
         if not 0 < self.mask_perc <= 100:
             raise ValueError(f"mask_perc must be in (0, 100], got {self.mask_perc}")
-        self.net_config = self._resolve_net_config(net_config, saved)
-        self.opt_config = dict(opt_config)
+        self.net_config = self._resolve_net_config(to_builtin(net_config), self.saved)
+        self.opt_config = self._resolve_opt_config(to_builtin(opt_config))
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.strategy: Optional[tf.distribute.Strategy] = None  # set by training
         self.loaded: Optional[str] = None  # the checkpoint the variables hold
+        self.training: Dict = dict(self.saved.get('training', {}))  # batch, patch, steps, data
         self.build()
 
     def build(self) -> None:
@@ -137,7 +152,8 @@ class Noise2Same:
         infer = tf.function(lambda x: self.model(x, training=False), input_signature=[
             tf.TensorSpec([None] * (self.dim + 1) + [self.in_channels], tf.float32)])
         self.predictor = Predictor(lambda x: infer(tf.constant(x, tf.float32)).numpy(),
-                                   self.dim, self.in_channels, 2 ** self.net.depth)
+                                   self.dim, self.in_channels, 2 ** self.net.depth,
+                                   per_channel=self.normalisation == 'channel')
 
     # ---------------------------------------------------------------- settings
 
@@ -163,11 +179,38 @@ class Noise2Same:
                     f"with {key}={saved_config[key]!r}; drop it or use another model directory")
         return merged_net_config({**saved_config, **(net_config or {})})
 
+    def _setting(self, key: str, given, default):
+        """A setting's value: the given one, else the saved one, else `default`. A given value
+        that differs from the saved one is a CheckpointError: a model keeps the settings it
+        was trained with (train a new model, e.g. with init_from, to change them)."""
+        saved = self.saved.get(key)
+        if given is None:
+            return saved if saved is not None else default
+        if saved is not None and given != saved:
+            raise SettingConflict(key, given, saved, self.model_dir)
+        return given
+
+    def _resolve_opt_config(self, opt_config: Optional[Mapping]) -> dict:
+        """The saved learning-rate schedule (else `training_config`) with `opt_config`'s keys,
+        which must agree with the saved ones."""
+        saved = self.saved.get('opt_config')
+        config = {'lr_schedule': 'staircase', **(saved or training_config)}
+        for key, value in (opt_config or {}).items():
+            if saved is not None and key in config and value != config[key]:
+                raise SettingConflict(key, value, config[key], self.model_dir)
+            config[key] = value
+        if config['lr_schedule'] not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{config['lr_schedule']!r}")
+        return config
+
     def settings(self) -> dict:
         """What settings.json records: enough to rebuild this model for prediction."""
         return {'class': type(self).__name__, 'dim': self.dim, 'in_channels': self.in_channels,
                 'masking': self.masking, 'lmbd': self.lmbd, 'mask_perc': self.mask_perc,
-                'net_config': self.net_config, 'opt_config': self.opt_config}
+                'normalisation': self.normalisation,
+                'net_config': self.net_config, 'opt_config': self.opt_config,
+                'training': self.training}
 
     # ---------------------------------------------------------------- the method
 
@@ -220,6 +263,10 @@ class Noise2Same:
         Returns floats 'loss', 'reconstruction', 'invariance', 'blind_spot'.
         """
         self._restore_latest()
+        return self._current_losses(features, noise, mask, training)
+
+    def _current_losses(self, features, noise, mask, training: bool) -> Dict[str, float]:
+        """`compute_losses` with the weights the variables hold now."""
         args = [tf.convert_to_tensor(np.asarray(a, np.float32)) for a in (features, noise, mask)]
         with self._frozen_statistics():
             terms, _, _ = self.loss_terms(*args, training=training)
@@ -271,11 +318,12 @@ class Noise2Same:
 
     # ---------------------------------------------------------------- training
 
-    def train(self, source_lst, patch_size: Sequence[int], validation=None, batch_size: int = 64,
-              save_steps: int = 100, log_steps: int = 100, steps: int = 50000,
-              seed: Optional[int] = None, init_from: Optional[str] = None,
+    def train(self, source_lst, patch_size: Sequence[int], validation=None,
+              batch_size: Optional[int] = None, save_steps: int = 100, log_steps: int = 100,
+              steps: int = 50000, seed: Optional[int] = None, init_from: Optional[str] = None,
               verbose: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
-              sync_batch_norm: bool = False) -> int:
+              sync_batch_norm: bool = False, record: Optional[Mapping] = None,
+              keep_checkpoints: int = 2) -> int:
         """Train until global step `steps`, resuming from the model directory's newest checkpoint
         (the loop: utils/training_loop.py).
 
@@ -286,10 +334,13 @@ class Noise2Same:
         patch_size : spatial size of the training patches, e.g. [64, 64] or [16, 64, 64].
         validation : optional (N, spatial..., C) array; its loss terms (BN in inference mode)
             are logged after each checkpoint.
+        batch_size : default the saved model's, else 64. It and patch_size must equal the saved
+            ones when training resumes (settings.json 'training'; else CheckpointError).
         steps : the global step to stop at. NOTE: the original stopped at `steps` with
             validation but trained `steps` MORE steps without it; here it is always the step
             to stop at, so a resumed or two-phase run continues to exactly `steps`.
-        seed : seed of the input pipeline (None: the checkpoint's, else a fresh one).
+        seed : seed of the input pipeline (None: the checkpoint's, else a fresh one); on resume
+            a seed other than the checkpoint's is a CheckpointError.
         init_from : a model directory (TF1 or TF2) whose newest weights and batch-norm
             statistics initialise this model when its own directory holds no checkpoint; the
             optimizer and the step counter start fresh, and nothing is written there.
@@ -298,21 +349,19 @@ class Noise2Same:
             global batch. In a cluster only the chief writes checkpoints and summaries.
         sync_batch_norm : normalise by the statistics of the global batch (all-reduced) instead
             of each replica's own (the usual MirroredStrategy behaviour, the default).
+        record : facts about the run kept in settings.json under 'training' beside batch_size,
+            patch_size and steps (the scripts put the data set and their final step there).
 
-        Checkpoints (newest 2 kept) every `save_steps`, at the end and on KeyboardInterrupt
+        Checkpoints (the newest `keep_checkpoints` kept; 0 keeps all) every `save_steps`, at the end and on KeyboardInterrupt
         (then re-raised); TensorBoard scalars every `log_steps` into the model directory,
         validation into its 'eval' folder. Returns the number of steps trained (0: nothing to do).
         """
         return training_loop.fit(self, source_lst, patch_size, validation, batch_size, save_steps,
                                  log_steps, steps, seed, init_from, verbose, strategy,
-                                 sync_batch_norm)
+                                 sync_batch_norm, record, keep_checkpoints)
 
     def before_training(self, images, patch_size: Sequence[int], batch_size: int) -> None:
         """Called by the training loop once the checkpoint is loaded, before the first step."""
-
-    def evaluate(self, validation: np.ndarray, box: Optional[int] = None) -> Dict[str, float]:
-        """Mean loss terms over validation batches of 4, BN in inference mode, fixed masks."""
-        return training_loop.validation_scores(self, validation, box)
 
     # ---------------------------------------------------------------- prediction
 
@@ -321,7 +370,8 @@ class Noise2Same:
                 tta: bool = False) -> np.ndarray:
         """Denoise one image: (spatial...) for one channel, or (spatial..., C).
 
-        Normalised by its own mean and std unless given (scalars, or per channel); reflect-padded
+        Normalised by its own mean and std (per channel for normalisation='channel') unless
+        given (scalars, or per channel; either may be given alone); reflect-padded
         to multiples of 2**depth, run with moving BN statistics, cropped and de-normalised.
         tta: average over the 8 flips and 90-degree rotations (8x the time).
         Returns float32 of the input's shape.
@@ -357,7 +407,8 @@ class Noise2Same:
         `serving_default` signature maps 'image' (spatial..., C) float32 to {'denoised': same
         shape} (utils/serving.py). An existing `path` is an error."""
         self._restore_latest(checkpoint_path)
-        return serving.export(self.model, self.dim, self.in_channels, 2 ** self.net.depth, path)
+        return serving.export(self.model, self.dim, self.in_channels, 2 ** self.net.depth, path,
+                              per_channel=self.normalisation == 'channel')
 
 
 class Noise2SamePro(Noise2Same):
@@ -372,18 +423,21 @@ class Noise2SamePro(Noise2Same):
     batches: N2SP can then lower its sigma estimate but not below the phase-one level, which
     stops the collapse to the identity (rec -> 0, sigma -> 0) seen from an N2S model trained
     with a small lmbd. The floor is stored in settings.json and kept when training resumes.
+    sigma_grad and guard default to the saved model's (an N2SP one), else True.
     """
 
     GUARD_BATCHES = 8
 
-    def __init__(self, *args, sigma_grad: bool = True, guard: bool = True,
+    def __init__(self, *args, sigma_grad: Optional[bool] = None, guard: Optional[bool] = None,
                  sigma_floor: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sigma_grad, self.guard = sigma_grad, guard
-        saved = self._saved_settings() or {}
-        if sigma_floor is None and saved.get('class') == type(self).__name__:
-            sigma_floor = saved.get('sigma_floor')
-        self.sigma_floor = sigma_floor if guard else None
+        if self.saved.get('class') != type(self).__name__:  # e.g. phase one's Noise2Same
+            self.saved = {k: v for k, v in self.saved.items()
+                          if k not in ('sigma_grad', 'guard', 'sigma_floor')}
+        self.sigma_grad = bool(self._setting('sigma_grad', sigma_grad, True))
+        self.guard = bool(self._setting('guard', guard, True))
+        floor = self._setting('sigma_floor', to_builtin(sigma_floor), None)
+        self.sigma_floor = floor if self.guard else None
 
     def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
         sigma = safe_sqrt(terms['reconstruction'])
@@ -406,7 +460,7 @@ class Noise2SamePro(Noise2Same):
         step, seed = int(self.global_step.numpy()), int(self.seed.numpy())
         batches = training_dataset(images, patch_size, batch_size, mask_box_size(self.mask_perc),
                                    seed, step, step + self.GUARD_BATCHES)
-        recs = [self.compute_losses(features, noise, mask, training=True)['reconstruction']
+        recs = [self._current_losses(features, noise, mask, training=True)['reconstruction']
                 for features, noise, mask in batches]
         return float(np.sqrt(np.mean(recs)))
 

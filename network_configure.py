@@ -8,7 +8,7 @@ The two dicts below are read, never mutated: a model merges its own overrides in
     encoding_block_i (down), i = 2..depth              | F * 2**(i-1)
     bottom_block                                       | F * 2**(depth-1)
     decoding_block_j (up), j = depth-1..1              | F * 2**(j-1)
-    output layer (in models.py: BN, ReLU, 1x1 conv)    | in_channels
+    head (network.py: BN, ReLU, 1x1 conv)              | in_channels
 
 encoding_block_1 is one or more res_blocks; encoding_block_i is a downsampling followed by
 zero or more res_blocks; decoding_block_j is a 2x2 stride-2 transposed convolution, the skip
@@ -19,6 +19,9 @@ from typing import Any, Mapping, Optional
 # Arithmetic of the U-Net's convolutions (Keras dtype policies): a run-time choice,
 # Noise2Same(precision=...), not part of the saved configuration.
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+# learning-rate schedules of training (utils.train_utils.learning_rate); named here, beside
+# PRECISIONS, so that the scripts list them without importing TensorFlow
+LR_SCHEDULES = ('staircase', 'cosine', 'linear')
 
 # Settings for the basic operators (basic_ops.py).
 conf_basic_ops = {

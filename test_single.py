@@ -40,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         image_utils.check_writable(path)
     image = image_utils.read_image(args.image)
     image_utils.check_format(output, image.dtype)
-    cli.require_checkpoint(args.model_dir, args.name, 'python train_pro.py')
+    cli.require_checkpoint(args.model_dir, args.name, f'python train.py --name {args.name}')
 
     cli.start_tensorflow(training=False)
     from models import Noise2Same

@@ -37,6 +37,7 @@ from typing import Dict, List, Optional
 from utils import cli
 from utils.baselines import bm3d, nlm
 from utils.evaluation_utils import score_denoiser
+from utils.files import atomic_write
 
 VARIANTS = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad', 'n2sp')
 PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation interval
@@ -244,10 +245,9 @@ def plot(runs: Dict[str, Dict[int, Dict]], baselines: Dict[str, Dict], path: str
     labels = ax.get_legend_handles_labels()[1]
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = f'{path}.tmp-{os.getpid()}.png'
-    fig.savefig(tmp, dpi=120)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return labels
 
 

@@ -31,14 +31,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_demo(model_dir: str, data_dir: str, timeout: float = 180) -> Iterator[str]:
-    """demo.py serving on a free localhost port; yields its URL and stops it on exit."""
+def running_demo(model_dir: str, data_dir: str, timeout: float = 180,
+                 env: Optional[dict] = None) -> Iterator[str]:
+    """demo.py serving on a free localhost port (with `env` added to its environment);
+    yields its URL and stops it on exit."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'demo.py'), '--port', str(port), '--model-dir',
          model_dir, '--data-dir', data_dir], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, 'GRADIO_ANALYTICS_ENABLED': 'False'})
+        env={**os.environ, 'GRADIO_ANALYTICS_ENABLED': 'False', **(env or {})})
     url, deadline = f'http://127.0.0.1:{port}/', time.time() + timeout
     try:
         while True:

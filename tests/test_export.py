@@ -25,16 +25,20 @@ LOAD_AND_RUN = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('dim,channels,shape', [(2, 1, (37, 45, 1)), (3, 1, (9, 21, 18, 1)),
-                                                (2, 3, (20, 27, 3))])
-def test_saved_model_matches_predict_in_a_fresh_process(tmp_path, dim, channels, shape):
+@pytest.mark.parametrize('dim,channels,shape,normalisation', [
+    (2, 1, (37, 45, 1), 'image'), (3, 1, (9, 21, 18, 1), 'image'), (2, 3, (20, 27, 3), 'image'),
+    (2, 3, (20, 27, 3), 'channel')])
+def test_saved_model_matches_predict_in_a_fresh_process(tmp_path, dim, channels, shape,
+                                                        normalisation):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(2, *[16] * dim, channels)).astype(np.float32)
     model = Noise2Same(str(tmp_path), 'm', dim=dim, in_channels=channels,
-                       net_config={'first_output_filters': 4})
+                       net_config={'first_output_filters': 4}, normalisation=normalisation)
     model.train(images, [8] * dim, batch_size=2, steps=2, verbose=False, seed=0)
     exported = model.export(str(tmp_path / 'exported'))
     image = (100 + 20 * rng.normal(size=shape)).astype(np.float32)
+    if normalisation == 'channel':
+        image = image * np.array([1.0, 3.0, 0.5], np.float32) + np.array([0, 50, -20], np.float32)
     np.save(tmp_path / 'x.npy', image)
     script = tmp_path / 'outside' / 'run.py'
     script.parent.mkdir()

@@ -125,3 +125,15 @@ def test_image_equal_to_patch_is_cropped_and_smaller_is_an_error():
 def test_learning_rate_is_tf1_staircase_decay():
     for step, expected in [(0, 4e-4), (4999, 4e-4), (5000, 2e-4), (12000, 1e-4)]:
         assert float(learning_rate(step, training_config)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'linear'])
+def test_cosine_and_linear_schedules_decay_to_zero_at_the_last_step(schedule):
+    config = {**training_config, 'lr_schedule': schedule, 'base_learning_rate': 1e-3,
+              'lr_decay_steps': 8000.0}
+    for step in (0, 1, 2000, 4000, 7999, 8000, 9000):
+        t = min(step, 8000) / 8000
+        expected = 1e-3 * (0.5 * (1 + np.cos(np.pi * t)) if schedule == 'cosine' else 1 - t)
+        assert float(learning_rate(step, config)) == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    with pytest.raises(ValueError, match='lr_schedule'):
+        learning_rate(0, {**config, 'lr_schedule': 'exotic'})

@@ -143,7 +143,7 @@ def test_model_directory_without_checkpoint(tmp_path):
     (tmp_path / 'empty').mkdir()
     src = write_png(tmp_path / 'a.png', np.zeros((16, 16), np.uint8))
     result = run(ROOT / 'test_single.py', src, '--model-dir', tmp_path, '--name', 'empty')
-    assert_one_line_error(result, 'no checkpoint in', 'train_pro.py')
+    assert_one_line_error(result, 'no checkpoint in', 'python train.py --name empty')
 
 
 def test_truncated_checkpoint(tiny, tmp_path):
@@ -284,14 +284,16 @@ def test_an_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
     from PIL import Image as PILImage
     from utils import image_utils
 
-    def interrupted(self, fp, format=None, **params):
-        Path(fp).write_bytes(b'\x89PNG partial')
+    def cut_off(path):  # a writer interrupted half-way through its file
+        Path(path).write_bytes(b'partial')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(PILImage.Image, 'save', interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        image_utils.write_image_atomic(str(tmp_path / 'out.png'), np.zeros((8, 8), np.uint8))
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(PILImage.Image, 'save', lambda self, fp, **params: cut_off(fp))  # JPEG
+    monkeypatch.setattr(image_utils, '_write_png', lambda path, pixels: cut_off(path))  # PNG
+    for name in ('out.png', 'out.jpg'):
+        with pytest.raises(KeyboardInterrupt):
+            image_utils.write_image_atomic(str(tmp_path / name), np.zeros((8, 8), np.uint8))
+        assert list(tmp_path.iterdir()) == []
     from utils.cli import write_csv_atomic
     monkeypatch.setattr('csv.DictWriter.writerows', lambda self, rows: (_ for _ in ()).throw(
         KeyboardInterrupt))

@@ -1,5 +1,6 @@
 """The web demo as its users meet it: the real server (demo.py) on a free localhost port, driven
 over HTTP with Gradio's client, and in a headless Chromium."""
+import functools
 import os
 import shutil
 import threading
@@ -34,9 +35,14 @@ def denoise(url, path, model=MODEL, sigma=0):
                           api_name='/denoise')
 
 
-def expected(image: np.ndarray) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def shipped_model():
     from models import Noise2Same
-    return Noise2Same(str(ROOT / 'trained_models'), MODEL).predict(image.astype(np.float64))
+    return Noise2Same(str(ROOT / 'trained_models'), MODEL)
+
+
+def expected(image: np.ndarray) -> np.ndarray:
+    return shipped_model().predict(image.astype(np.float64))
 
 
 def test_a_float_tiff_comes_back_as_predict_gives_it(server, tmp_path):
@@ -101,6 +107,54 @@ def test_added_noise_is_scored_against_the_clean_upload(server, tmp_path):
     Image.fromarray(clean).save(tmp_path / 'clean.png')
     _, _, report = denoise(url, tmp_path / 'clean.png', sigma=25)
     assert 'sigma 25 added' in report and report.count(' dB / ') == 2
+
+
+def test_under_load_it_answers_correctly_and_its_folders_stay_bounded(tmp_path):
+    """50 sequential and 4 concurrent uploads to a server of its own: every answer right,
+    within a time bound, the server answers after, and the demo's files stay bounded."""
+    import time
+    import urllib.request
+    from benchmarks.web import running_demo
+    from utils.web_demo import KEEP_FILES
+    models, cache = tmp_path / 'models', tmp_path / 'gradio-cache'
+    models.mkdir()
+    os.symlink(ROOT / 'trained_models' / MODEL, models / MODEL)
+    rng = np.random.default_rng(3)
+    images = [np.clip(rng.normal(120, 50, (48 + i % 5 * 8, 64)), 0, 255).astype(np.uint8)
+              for i in range(54)]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f'u{i}.png')
+    results, wrong = {}, []
+
+    def check(i):  # a result, read before later requests prune it
+        out = np.asarray(Image.open(results[i])).astype(np.float64)
+        want = np.clip(np.round(expected(images[i])), 0, 255)
+        if out.shape != images[i].shape or np.max(np.abs(out - want)) > 1:
+            wrong.append(i)
+
+    with running_demo(str(models), str(tmp_path / 'data'),
+                      env={'GRADIO_TEMP_DIR': str(cache)}) as url:
+        examples = sum(len(files) for _, _, files in os.walk(cache))
+        start = time.time()
+        for i in range(50):
+            results[i] = denoise(url, tmp_path / f'u{i}.png')[1]
+            check(i)
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, denoise(url, tmp_path / f'u{i}.png')[1])) for i in range(50, 54)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        elapsed = time.time() - start
+        for i in range(50, 54):
+            check(i)
+        assert not wrong
+        assert len(results) == 54 and elapsed < 240
+        assert urllib.request.urlopen(url, timeout=10).status == 200  # still answering
+        files = sum(len(names) for _, _, names in os.walk(cache))
+        # the newest KEEP_FILES, the examples cached at start, and the files Gradio writes
+        # after the last requests' pruning (their views and result copies)
+        assert files <= KEEP_FILES + examples + 8, files
 
 
 def test_the_page_in_a_browser(server):

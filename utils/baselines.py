@@ -20,7 +20,9 @@ def nlm(noisy: np.ndarray) -> np.ndarray:
 def bm3d(noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
     """BM3D (the `bm3d` package, Makinen et al.) at the noise std `sigma` when it is known, else
     at scikit-image's estimate (blind)."""
-    import bm3d as bm3d_package
     from skimage.restoration import estimate_sigma
+
+    from .cli import import_extra
+    bm3d_package = import_extra('bm3d', 'the BM3D baseline')
     sigma = float(estimate_sigma(noisy)) if sigma is None else float(sigma)
     return np.asarray(bm3d_package.bm3d(noisy, sigma_psd=sigma), np.float32)

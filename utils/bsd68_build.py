@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .datasets import BSD68
+from .files import atomic_write
 
 NOISE_SEED = 68
 SIGMA = 25.0
@@ -153,10 +154,8 @@ def fetch_dncnn_pngs(dest: str, progress=None) -> str:
         except OSError as error:
             raise OSError(f"cannot fetch {DNCNN_RAW + relative} ({error}); no network? Use "
                           f"--from with a local copy of the PNG folders") from None
-        tmp = f'{path}.part'
-        with open(tmp, 'wb') as f:
+        with atomic_write(path) as tmp, open(tmp, 'wb') as f:
             f.write(data)
-        os.replace(tmp, path)
     return dest
 
 

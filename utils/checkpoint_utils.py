@@ -13,6 +13,8 @@ from typing import Dict, Iterator, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from .files import atomic_write
+
 SETTINGS_FILE = 'settings.json'
 TF1_MARKER = 'main_unet/first_convolution/kernel'
 TF1_STATE_BACKUP = 'checkpoint.tf1'
@@ -20,6 +22,31 @@ TF1_STATE_BACKUP = 'checkpoint.tf1'
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class SettingConflict(CheckpointError):
+    """A setting given for an existing model differs from the one it was trained with."""
+
+    def __init__(self, key: str, given, saved, model_dir: str, where: Optional[str] = None):
+        self.key, self.given, self.saved = key, given, saved
+        where = where or f"saved in {os.path.join(model_dir, SETTINGS_FILE)}"
+        super().__init__(
+            f"{key} {given!r} differs from the {key} {saved!r} {where}: leave it out to "
+            f"continue that model, or "
+            f"train a new one under another name (initialised from it with --init-from / "
+            f"init_from)")
+
+
+def to_builtin(value):
+    """`value` with numpy scalars and arrays (also inside dicts, lists, tuples) turned into
+    Python numbers and lists, as JSON needs them."""
+    if isinstance(value, dict):
+        return {k: to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_builtin(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
 
 
 def tf1_variable_names(network) -> Iterator[Tuple[str, object]]:
@@ -146,10 +173,8 @@ def read_settings(model_dir: str) -> Optional[dict]:
 
 def write_json_atomic(path: str, data: dict) -> None:
     """Write `data` as JSON to `path` through a temporary file and a rename."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
+        json.dump(to_builtin(data), f, indent=2, sort_keys=True)
 
 
 def backup_tf1_state(model_dir: str) -> None:

@@ -11,10 +11,11 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from network_configure import PRECISIONS
+from network_configure import LR_SCHEDULES, PRECISIONS
 
 from .datasets import DATASETS, Dataset, get_dataset, lmbd_for_noise
 from .distribute import STRATEGIES
+from .files import atomic_write
 from .tf_setup import import_tensorflow, use_onednn
 
 DATA_DIR = 'Denoising_data/'
@@ -41,6 +42,18 @@ def run(main: Callable[[Optional[List[str]]], None]) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f'error: {message}', file=sys.stderr)
         sys.exit(2)
+
+
+def import_extra(module: str, purpose: str, requirements: str = 'requirements-extra.txt'):
+    """Import a package of an extra requirements file, or fail with one line saying how to get
+    it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        make = " (or 'make extras')" if requirements == 'requirements-extra.txt' else ''
+        raise OSError(f"{purpose} needs the package {module}, an extra: install it with 'pip "
+                      f"install -r {requirements}'{make}") from None
 
 
 def start_tensorflow(training: bool) -> None:
@@ -116,7 +129,8 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
-    """Training flags; None defaults are filled from the data set's published settings."""
+    """Training flags. A flag left out (None) means the model's saved setting when its
+    directory holds a model, else the data set's published one (`training_settings`)."""
     p.add_argument('--masking', choices=['gaussian', 'donut'], default=None,
                    help='masking; default: the data set\'s (gaussian)')
     lmbd = p.add_mutually_exclusive_group()
@@ -125,16 +139,26 @@ def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
     lmbd.add_argument('--noise-sigma', type=float, default=None,
                       help='std of the noise in the training images\' units (25 for bsd68 and '
                            'demo): sets lmbd to 2 x the normalised noise std (bsd68, demo)')
-    p.add_argument('--mask-perc', type=float, default=0.5, help='percent of pixels masked')
+    p.add_argument('--mask-perc', type=float, default=None,
+                   help='percent of pixels masked (default 0.5)')
     p.add_argument('--batch-size', type=positive_int, default=None,
                    help='default: the data set\'s (64 for bsd68 and demo)')
     p.add_argument('--patch-size', type=positive_int, nargs='+', default=None,
                    help='one size for every axis or one per axis; default: the data set\'s '
                         '(64 for bsd68 and demo)')
     p.add_argument('--steps', type=positive_int, default=None, help=steps_help)
+    p.add_argument('--lr', type=float, default=None,
+                   help='base learning rate (default: the original 4e-4)')
+    p.add_argument('--lr-schedule', choices=LR_SCHEDULES, default=None,
+                   help='staircase: the original, halved every 5000 steps (default); cosine or '
+                        'linear: decay from --lr to 0 at the last step (--steps)')
     p.add_argument('--save-steps', type=positive_int, default=100, help='checkpoint every')
+    p.add_argument('--keep-checkpoints', type=int, default=2,
+                   help='newest checkpoints kept; 0 keeps all (e.g. for a learning curve: '
+                        'python -m benchmarks.curve)')
     p.add_argument('--log-steps', type=positive_int, default=100, help='TensorBoard log every')
-    p.add_argument('--seed', type=int, default=SEED, help='seed of weights and input pipeline')
+    p.add_argument('--seed', type=int, default=None,
+                   help=f'seed of weights and input pipeline (default {SEED})')
     p.add_argument('--init-from', default=None,
                    help='model directory (TF2 or original TF1) whose weights initialise a new '
                         'model; nothing is copied or written there')
@@ -157,33 +181,78 @@ def distribution(args: argparse.Namespace) -> Dict:
             'sync_batch_norm': args.sync_batch_norm}
 
 
-def training_settings(args: argparse.Namespace, dataset: Dataset) -> Dict:
-    """Flags with the data set's defaults filled in."""
-    defaults = dataset.training
-    patch = args.patch_size or defaults['patch_size']
+def saved_settings(args: argparse.Namespace) -> Dict:
+    """The settings.json of the model directory --model-dir/--name ({} for a new model)."""
+    import json
+    path = os.path.join(args.model_dir, args.name, 'settings.json')
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot read {path} ({error}); repair or delete it") from None
+
+
+def training_settings(args: argparse.Namespace, dataset: Dataset, saved: Dict,
+                      steps_key: str = 'steps') -> Dict:
+    """The run's settings from the flags. For a new model a flag left out means the data
+    set's published setting; for an existing one (`saved` settings) the saved setting, and
+    a flag that differs from it is refused by the model (models.SettingConflict).
+
+    Returns masking, lmbd, mask_perc, seed, opt_config (changes only), patch_size,
+    batch_size and steps (the final step: --steps, else the saved run's `steps_key`, else
+    the data set's), each None where the model's saved value applies.
+    """
+    defaults = {} if saved else {**dataset.training, 'seed': SEED, 'mask_perc': 0.5}
+    record = saved.get('training', {})
+    patch = args.patch_size or record.get('patch_size') or dataset.training['patch_size']
     if len(patch) == 1:
         patch = patch * dataset.dim
     if len(patch) != dataset.dim:
         raise ValueError(f"--patch-size needs 1 or {dataset.dim} values for {dataset.name}, "
                          f"got {len(patch)}")
-    lmbd = defaults['lmbd'] if args.lmbd is None else args.lmbd
+    lmbd = args.lmbd
     if args.noise_sigma is not None:
         lmbd = lmbd_for_noise(dataset.raw_training_images(args.data_dir), args.noise_sigma)
         print(f"lmbd {lmbd:.3f}: 2 x noise sigma {args.noise_sigma:g} / image std, root mean "
               f"square over the training images")
-    return {'masking': args.masking or defaults['masking'], 'lmbd': lmbd,
-            'mask_perc': args.mask_perc, 'patch_size': list(patch),
-            'batch_size': args.batch_size or defaults['batch_size']}
+    steps = args.steps or record.get(steps_key) or dataset.training[steps_key]
+    opt_config = {}
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise ValueError(f"--lr must be positive, got {args.lr}")
+        opt_config['base_learning_rate'] = args.lr
+    if args.lr_schedule is not None:
+        opt_config['lr_schedule'] = args.lr_schedule
+        if args.lr_schedule != 'staircase':
+            opt_config['lr_decay_steps'] = float(steps)
+    pick = lambda flag, key: flag if flag is not None else defaults.get(key)
+    if saved:
+        print(f"continuing {os.path.join(args.model_dir, args.name)} with its saved settings "
+              f"(a flag that would change one is refused)")
+    return {'masking': pick(args.masking, 'masking'), 'lmbd': pick(lmbd, 'lmbd'),
+            'mask_perc': pick(args.mask_perc, 'mask_perc'), 'seed': pick(args.seed, 'seed'),
+            'opt_config': opt_config, 'patch_size': list(patch),
+            'batch_size': pick(args.batch_size, 'batch_size'), 'steps': steps}
 
 
 def model_kwargs(args: argparse.Namespace, dataset: Dataset) -> Dict:
     """Constructor arguments of a model for `dataset` from the flags."""
     return {'dim': dataset.dim, 'in_channels': dataset.in_channels, 'precision': args.precision,
+            'normalisation': dataset.normalisation,
             'net_config': {'first_output_filters': args.filters} if args.filters else None}
 
 
-def resolve_dataset(args: argparse.Namespace) -> Dataset:
-    dataset = get_dataset(args.dataset, args.data_dir)
+def resolve_dataset(args: argparse.Namespace, saved: Optional[Dict] = None) -> Dataset:
+    """The data set of --dataset; 'auto' is the one an existing model (`saved` settings) was
+    trained on, else bsd68 when built, else demo. Another than the saved one is refused."""
+    trained_on = (saved or {}).get('training', {}).get('dataset')
+    if trained_on and args.dataset not in ('auto', trained_on):
+        raise ValueError(f"--dataset {args.dataset} differs from the data set {trained_on} that "
+                         f"{os.path.join(args.model_dir, args.name)} was trained on: leave it out "
+                         f"to continue that model, or train a new one under another --name")
+    dataset = get_dataset(trained_on or args.dataset, args.data_dir)
     if args.dataset == 'auto':
         print(f'dataset: {dataset.name} ({dataset.description})')
     return dataset
@@ -191,7 +260,8 @@ def resolve_dataset(args: argparse.Namespace) -> Dataset:
 
 def require_checkpoint(model_dir: str, name: str, how: str) -> None:
     """Exit early, with the command that makes one, when a model directory has no checkpoint."""
-    from .checkpoint_utils import CheckpointError, latest_checkpoint  # imports TensorFlow
+    import_tensorflow()  # quietly, before checkpoint_utils imports it
+    from .checkpoint_utils import CheckpointError, latest_checkpoint
     path = os.path.join(model_dir, name)
     if latest_checkpoint(path) is None:
         raise CheckpointError(f"no checkpoint in {path}: train one with '{how}' or pass "
@@ -200,27 +270,16 @@ def require_checkpoint(model_dir: str, name: str, how: str) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     """Write a text file through a temporary file and a rename."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_csv_atomic(path: str, rows: List[Dict]) -> None:
     """Write rows (dicts with the same keys) as CSV through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OSError(f"cannot write {path}: folder {folder} does not exist")
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
-    try:
-        with open(tmp, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def test_main(argv: Optional[List[str]], doc: str, name: str, train_command: str) -> None:

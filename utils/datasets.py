@@ -69,7 +69,8 @@ class Dataset:
     """A data set: where its files are, how to train on it and how to score a model on it.
 
     `training` holds the default script settings (patch_size, batch_size, steps, pro_steps,
-    masking, lmbd) of the published experiment.
+    masking, lmbd) of the published experiment; `normalisation` how `training_data`
+    normalises each image: 'image' (its mean and std) or 'channel' (each channel's).
     """
     name: str
     folder: str
@@ -77,6 +78,7 @@ class Dataset:
     in_channels: int = 1
     training: Dict = field(default_factory=dict)
     description: str = ''
+    normalisation: str = 'image'
 
     # -- files
     def root(self, data_dir: str) -> str:
@@ -314,7 +316,7 @@ DATASETS: Dict[str, Dataset] = {d.name: d for d in [
     ImageNet('imagenet', 'ImageNet', in_channels=3, training={
         'patch_size': [64, 64], 'batch_size': 64, 'steps': 50000, 'pro_steps': 500,
         'pro_total': 50000, 'masking': 'gaussian', 'lmbd': 2.0},
-        description='ImageNet RGB, mixed noise'),
+        description='ImageNet RGB, mixed noise', normalisation='channel'),
     HanZi('hanzi', 'Hanzi', training={
         'patch_size': [64, 64], 'batch_size': 64, 'steps': 50000, 'pro_steps': 500,
         'pro_total': 50000, 'masking': 'gaussian', 'lmbd': 2.0},

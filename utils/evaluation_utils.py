@@ -60,11 +60,10 @@ def norm_minmse(gt: np.ndarray, x: np.ndarray, normalize_gt: bool = True
     return gt, scale * x
 
 
-def get_scores(gt: np.ndarray, x: np.ndarray, multichan: bool = False
-               ) -> Tuple[float, float, float]:
+def get_scores(gt: np.ndarray, x: np.ndarray) -> Tuple[float, float, float]:
     """CARE scores after `norm_minmse`: (NRMSE, PSNR with range 1, SSIM with range 1)."""
     gt_, x_ = norm_minmse(gt, x)
     mse = mean_squared_error(gt_, x_)
     psnr = peak_signal_noise_ratio(gt_, x_, data_range=1.0)
-    ssim = structural_similarity(gt_, x_, data_range=1.0, channel_axis=-1 if multichan else None)
+    ssim = structural_similarity(gt_, x_, data_range=1.0)
     return float(np.sqrt(mse)), float(psnr), float(ssim)

@@ -1,16 +1,18 @@
 """Single image files for test_single.py and the web demo: reading and writing PNG, JPEG, TIFF
-(8/16-bit, float TIFF; grey, RGB, RGBA, palette) and denoising one with a model, tiled when large.
+(8/16-bit, float TIFF; grey, RGB, RGBA, palette; JPEG orientation applied) and denoising one with a model, tiled when large.
 Arrays are (H, W) or (H, W, C), channels last."""
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
 
+from .files import atomic_write, check_writable
+
 TIFF_SUFFIXES = ('.tif', '.tiff')
 TILE_ABOVE = 1024 * 1024  # pixels; larger images are denoised tile by tile
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's 'L' conversion
+JPEG_QUALITY = 95  # of JPEG outputs (Pillow's scale 1-95)
 
 
 @dataclass
@@ -26,7 +28,10 @@ class LoadedImage:
 
 
 def read_image(path: str) -> LoadedImage:
-    """Read an image file; palette images become RGB(A). Raises ValueError for non-images."""
+    """Read an image file losslessly: TIFF with tifffile, PNG with OpenCV (8- and 16-bit grey,
+    RGB and RGBA; Pillow would cut 16-bit colour to 8 bits), other formats (JPEG, ...) with
+    Pillow, turned upright by their EXIF orientation. Palette images become RGB(A).
+    Raises ValueError for non-images."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such image file: {path}")
     try:
@@ -34,14 +39,18 @@ def read_image(path: str) -> LoadedImage:
             import tifffile
             pixels = tifffile.imread(path)
         else:
-            from PIL import Image
+            from PIL import Image, ImageOps
             with Image.open(path) as im:
-                if im.mode == 'P':
-                    im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
-                elif im.mode in ('1', 'CMYK', 'YCbCr', 'LAB', 'HSV'):
-                    im = im.convert('RGB' if im.mode != '1' else 'L')
-                pixels = np.array(im)
-    except Exception as error:  # PIL and tifffile raise many types for unreadable files
+                if im.format == 'PNG':
+                    pixels = _read_png(path)
+                else:
+                    im = ImageOps.exif_transpose(im)
+                    if im.mode == 'P':
+                        im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
+                    elif im.mode in ('1', 'CMYK', 'YCbCr', 'LAB', 'HSV'):
+                        im = im.convert('RGB' if im.mode != '1' else 'L')
+                    pixels = np.array(im)
+    except Exception as error:  # PIL, OpenCV and tifffile raise many types for unreadable files
         raise ValueError(f"cannot read {path} as an image ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''}); give a PNG, "
                          f"JPEG or TIFF file") from None
@@ -54,6 +63,18 @@ def read_image(path: str) -> LoadedImage:
     if colour.ndim not in (2, 3) or (colour.ndim == 3 and colour.shape[-1] != 3):
         raise ValueError(f"{path} has shape {pixels.shape}; expected a 2D grey, RGB or RGBA image")
     return LoadedImage(pixels, colour.astype(np.float64), alpha)
+
+
+def _read_png(path: str) -> np.ndarray:
+    """A PNG's pixels at their bit depth, channels RGB(A) (OpenCV reads BGR(A))."""
+    import cv2
+    pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ValueError('OpenCV could not decode it')
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[-1] == 4
+                              else cv2.COLOR_BGR2RGB)
+    return pixels
 
 
 def image_size(path: str) -> Tuple[int, int]:
@@ -126,40 +147,36 @@ def check_format(path: str, dtype) -> None:
                          f"instead (an output path ending in .tif)")
 
 
-def check_writable(path: str) -> None:
-    """Raise OSError unless a file can be created beside `path` (probes with a temporary file:
-    permission bits alone do not tell, e.g. for root or read-only mounts)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OSError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix='.probe-', dir=folder)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as error:
-        raise OSError(f"cannot write {path}: folder {folder} is not writable "
-                      f"({error.strerror}); choose another output path") from None
-
-
 def write_image_atomic(path: str, pixels: np.ndarray) -> None:
-    """Save through a temporary file in the same folder and a rename (no partial files)."""
+    """Save (H, W) or (H, W, C) pixels through a temporary file and a rename (no partial
+    files): TIFF any dtype (tifffile), PNG 8 or 16 bits (OpenCV), JPEG 8 bits at quality
+    JPEG_QUALITY (Pillow)."""
     check_writable(path)
-    folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1].lower()
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         if suffix in TIFF_SUFFIXES:
             import tifffile
             tifffile.imwrite(tmp, pixels)
-        else:
+        elif suffix in ('.jpg', '.jpeg'):
             from PIL import Image
-            fmt = {'.jpg': 'JPEG', '.jpeg': 'JPEG'}.get(suffix, 'PNG')
-            Image.fromarray(pixels).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            Image.fromarray(pixels).save(tmp, format='JPEG', quality=JPEG_QUALITY)
+        else:
+            _write_png(tmp, pixels)
+
+
+def _write_png(path: str, pixels: np.ndarray) -> None:
+    """A PNG of (H, W[, C]) uint8 or uint16 pixels (OpenCV; C = 3 or 4 is RGB(A), and grey +
+    alpha (C = 2), which OpenCV cannot write, becomes RGBA with the grey in R, G and B)."""
+    import cv2
+    if pixels.ndim == 3 and pixels.shape[-1] == 2:
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], -1)
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[-1] == 4
+                              else cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode('.png', pixels)
+    if not ok:
+        raise OSError(f"OpenCV could not encode {path} as PNG")
+    encoded.tofile(path)
 
 
 def save_figure_atomic(path: str, noisy: np.ndarray, denoised: np.ndarray, show: bool,
@@ -179,15 +196,8 @@ def save_figure_atomic(path: str, noisy: np.ndarray, denoised: np.ndarray, show:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     if show:
         plt.show()
     plt.close(fig)

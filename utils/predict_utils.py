@@ -165,13 +165,15 @@ class Predictor:
     network: function (B, spatial..., C) float32 -> same shape (inference mode); dim: 2 or 3
     spatial axes; in_channels: C; multiple: spatial sizes the network takes (2**depth).
     Images are (spatial...) for one channel or (spatial..., C); values in any range (they are
-    normalised by their mean and std, or by the given im_mean / im_std, and mapped back).
+    normalised by their mean and std, or by the given im_mean / im_std, and mapped back);
+    per_channel: the mean and std of each channel (as the model was trained), else of all.
     """
 
     def __init__(self, network: Callable[[np.ndarray], np.ndarray], dim: int, in_channels: int,
-                 multiple: int):
+                 multiple: int, per_channel: bool = False):
         self.network, self.dim = network, dim
         self.in_channels, self.multiple = in_channels, multiple
+        self.per_channel = per_channel
 
     def predict(self, image: np.ndarray, im_mean=None, im_std=None,
                 resizer: Optional[PadAndCropResizer] = None, tta: bool = False) -> np.ndarray:
@@ -215,18 +217,25 @@ class Predictor:
 
     def _tiles(self, x: np.ndarray, size: int, margin: int, resizer: PadAndCropResizer,
                batch_size: int) -> np.ndarray:
-        out = np.empty(x.shape, np.float32)
-        tiles = list(get_coord(x.shape[:-1], size, margin))
+        """x (spatial..., C), normalised, denoised tile by tile as `predict` denoises it whole:
+        x is padded as a whole first and every tile starts at a multiple of `multiple` of the
+        padded image (size rounded down and margin up to keep it so), so each tile sees the
+        network's downsampling grid where the whole image does; pixels differ from `predict`
+        only by the context a tile lacks beyond its margin."""
+        m = self.multiple
+        size, margin = max(m, size // m * m), -(-margin // (m // 2 or 1)) * (m // 2 or 1)
+        if size <= 2 * margin:
+            raise ValueError(f"tile size {size} must exceed 2 * margin = {2 * margin} (both "
+                             f"rounded to the network's multiple {m})")
+        padded = resizer.before(x, m, exclude=-1)
+        out = np.empty(padded.shape, np.float32)
+        tiles = list(get_coord(padded.shape[:-1], size, margin))
         for start in range(0, len(tiles), batch_size):
             group = tiles[start:start + batch_size]
-            for shape in {x[src].shape for src, _, _ in group}:  # edge tiles may be smaller
-                same = [t for t in group if x[t[0]].shape == shape]
-                batch = resizer.before(np.stack([x[src] for src, _, _ in same]), self.multiple,
-                                       exclude=[0, -1])
-                pred = resizer.after(self.run(batch), exclude=[0, -1])
-                for (src, trg, mrg), tile in zip(same, pred):
-                    out[trg] = tile[mrg]
-        return out
+            pred = self.run(np.stack([padded[src] for src, _, _ in group]))
+            for (src, trg, mrg), tile in zip(group, pred):
+                out[trg] = tile[mrg]
+        return resizer.after(out, exclude=-1)
 
     def run(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """The network on (B, spatial..., C), spatial sizes multiples of `multiple`."""
@@ -256,10 +265,12 @@ class Predictor:
                                  f"at least {self.multiple} are needed")
         return image, added
 
-    @staticmethod
-    def normalisers(image: np.ndarray, im_mean, im_std) -> Tuple[np.ndarray, np.ndarray]:
-        """(mean, std) as float32: the given ones, else the image's; a zero std becomes 1."""
-        if im_mean is None or im_std is None:
-            im_mean, im_std = image.mean(), image.std()
+    def normalisers(self, x: np.ndarray, im_mean, im_std) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean, std) as float32 for x ([N,] spatial..., C): each the given one, else x's
+        own, per channel when `per_channel` (over all other axes), else over all values; a zero
+        std becomes 1."""
+        axes = tuple(range(x.ndim - 1)) if self.per_channel else None
+        im_mean = x.mean(axis=axes) if im_mean is None else im_mean
+        im_std = x.std(axis=axes) if im_std is None else im_std
         im_std = np.where(np.asarray(im_std) == 0, 1.0, im_std)  # a constant image
         return np.asarray(im_mean, np.float32), np.asarray(im_std, np.float32)

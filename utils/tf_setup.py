@@ -14,6 +14,7 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+_started = False  # True once `import_tensorflow` has started TensorFlow in this process
 
 
 def use_onednn(on: bool) -> None:
@@ -25,8 +26,10 @@ def use_onednn(on: bool) -> None:
 
 def import_tensorflow():
     """Import TensorFlow and initialise its devices with stderr silenced (unless N2S_TF_LOGS=1);
-    returns the module. Python errors raised meanwhile still propagate."""
-    if 'tensorflow' in sys.modules or os.environ.get('N2S_TF_LOGS') == '1':
+    returns the module. Python errors raised meanwhile still propagate. Once per process: the
+    device probe runs even when TensorFlow was imported elsewhere first."""
+    global _started
+    if _started or os.environ.get('N2S_TF_LOGS') == '1':
         import tensorflow as tf
         return tf
     sys.stderr.flush()
@@ -36,6 +39,8 @@ def import_tensorflow():
         os.dup2(devnull, 2)
         import tensorflow as tf
         tf.config.list_physical_devices()  # the CUDA probe, and its cuInit message
+        tf.constant(0.0) + 1.0  # the first op: the eager context and its device lines
+        _started = True
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)

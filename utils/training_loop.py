@@ -17,8 +17,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .checkpoint_utils import (CheckpointError, SETTINGS_FILE, backup_tf1_state,
-                               is_tf1_checkpoint, latest_checkpoint, write_json_atomic)
+from .checkpoint_utils import (CheckpointError, SETTINGS_FILE, SettingConflict, backup_tf1_state,
+                               is_tf1_checkpoint, latest_checkpoint, to_builtin,
+                               write_json_atomic)
 from .distribute import is_chief
 from .predict_utils import PadAndCropResizer
 from .train_utils import (batch_maker, check_training_images, learning_rate, mask_box_size,
@@ -137,17 +138,21 @@ def distributed_step(model, make_batch, batch_size: int):
 
 # ---------------------------------------------------------------- the loop
 
-def fit(model, images, patch_size: Sequence[int], validation=None, batch_size: int = 64,
-        save_steps: int = 100, log_steps: int = 100, steps: int = 50000,
-        seed: Optional[int] = None, init_from: Optional[str] = None, verbose: bool = True,
-        strategy: Optional[tf.distribute.Strategy] = None, sync_batch_norm: bool = False) -> int:
+def fit(model, images, patch_size: Sequence[int], validation=None,
+        batch_size: Optional[int] = None, save_steps: int = 100, log_steps: int = 100,
+        steps: int = 50000, seed: Optional[int] = None, init_from: Optional[str] = None,
+        verbose: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
+        sync_batch_norm: bool = False, record: Optional[Dict] = None,
+        keep_checkpoints: int = 2) -> int:
     """Train `model` until global step `steps`; see `Noise2Same.train` for the arguments.
     Returns the number of steps trained (0: nothing to do)."""
+    batch_size, patch_size = run_settings(model, batch_size, patch_size, steps, record)
     for label, value in (('batch_size', batch_size), ('save_steps', save_steps),
                          ('log_steps', log_steps), ('steps', steps)):
         if int(value) < 1:
             raise ValueError(f"{label} must be a positive integer, got {value}")
-    patch_size = [int(p) for p in patch_size]
+    if int(keep_checkpoints) < 0:
+        raise ValueError(f"keep_checkpoints must be 0 (all) or more, got {keep_checkpoints}")
     check_training_images(images, model.dim, model.in_channels, patch_size)
     if validation is not None:
         validation = check_validation(model, validation)
@@ -157,6 +162,7 @@ def fit(model, images, patch_size: Sequence[int], validation=None, batch_size: i
         raise ValueError(f"batch_size {batch_size} does not split over {replicas} replicas; "
                          f"use a multiple of {replicas}")
     start = _resume(model, init_from, seed)
+    model.training['seed'] = int(model.seed.numpy())
     if steps <= start:
         print(f"nothing to do: {model.model_dir} is already at step {start} (asked to train "
               f"to step {steps}); raise steps to train further")
@@ -174,8 +180,32 @@ def fit(model, images, patch_size: Sequence[int], validation=None, batch_size: i
         step_fn = distributed_step(model, batch_maker(
             images, patch_size, batch_size, box, int(model.seed.numpy())), batch_size)
         batches = (step_fn(tf.constant(s, tf.int64)) for s in range(start, steps))
-    _loop(model, batches, start, steps, save_steps, log_steps, validation, box, chief, verbose)
+    _loop(model, batches, start, steps, save_steps, log_steps, validation, box, chief, verbose,
+          keep_checkpoints)
     return steps - start
+
+
+def run_settings(model, batch_size: Optional[int], patch_size: Sequence[int], steps: int,
+                 record: Optional[Dict]):
+    """Check batch_size and patch_size against those the model saved (None: the saved batch,
+    else 64) and the schedule's end against `steps`; note the run in `model.training`.
+    Returns (batch_size, patch_size as a list of ints)."""
+    saved = model.training
+    patch_size = [int(p) for p in to_builtin(list(patch_size))]
+    batch_size = int(to_builtin(batch_size)) if batch_size is not None else \
+        saved.get('batch_size', 64)
+    for key, value in (('batch_size', batch_size), ('patch_size', patch_size)):
+        if key in saved and saved[key] != value and latest_checkpoint(model.model_dir):
+            raise SettingConflict(key, value, saved[key], model.model_dir)
+    config = model.opt_config
+    if config['lr_schedule'] != 'staircase' and int(steps) > config['lr_decay_steps']:
+        raise ValueError(f"the {config['lr_schedule']} learning-rate schedule of "
+                         f"{model.model_dir} reaches 0 at step {config['lr_decay_steps']:g}; "
+                         f"steps {steps} would train at learning rate 0 (train a new model to "
+                         f"train longer)")
+    model.training = {**saved, **to_builtin(dict(record or {})), 'batch_size': batch_size,
+                      'patch_size': patch_size, 'steps': int(steps)}
+    return batch_size, patch_size
 
 
 def _resume(model, init_from: Optional[str], seed: Optional[int]) -> int:
@@ -190,7 +220,13 @@ def _resume(model, init_from: Optional[str], seed: Optional[int]) -> int:
         if source is None:
             raise CheckpointError(f"init_from {init_from} holds no checkpoint")
         model.restore(source, optimizer=False)
+    if seed is None and path is None:
+        seed = model.training.get('seed')  # saved before a first checkpoint was written
     if seed is not None:
+        seed = int(to_builtin(seed))
+        if path is not None and not is_tf1_checkpoint(path) and seed != int(model.seed.numpy()):
+            raise SettingConflict('seed', seed, int(model.seed.numpy()), model.model_dir,
+                                  where=f"of the checkpoint {path}")
         model.seed.assign(seed)
     elif path is None or is_tf1_checkpoint(path):
         model.seed.assign(int(np.random.SeedSequence().entropy % 2 ** 31))
@@ -198,13 +234,15 @@ def _resume(model, init_from: Optional[str], seed: Optional[int]) -> int:
 
 
 def _loop(model, batches, start: int, steps: int, save_steps: int, log_steps: int,
-          validation: Optional[np.ndarray], box: int, chief: bool, verbose: bool) -> None:
+          validation: Optional[np.ndarray], box: int, chief: bool, verbose: bool,
+          keep_checkpoints: int = 2) -> None:
     """Run the steps; log every `log_steps`, save and validate every `save_steps` and at the
     end; on KeyboardInterrupt save the current step and re-raise. In a cluster every worker
     saves (reading distributed variables is collective) but only the chief's files are kept."""
     save_dir = model.model_dir if chief else tempfile.mkdtemp(prefix='worker-ckpt-')
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(state=model.state), save_dir,
-                                         max_to_keep=2, checkpoint_name='ckpt')
+                                         max_to_keep=keep_checkpoints or None,
+                                         checkpoint_name='ckpt')
     new_writer = tf.summary.create_file_writer if chief else (
         lambda folder: tf.summary.create_noop_writer())
     writer = new_writer(model.model_dir)

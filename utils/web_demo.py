@@ -5,9 +5,11 @@ directories, loads each model once, and denoises an image file with the same cod
 test_single.py (`image_utils.read_image` / `denoise` / `output_pixels`). `build_app` puts a
 Gradio page in front of it. Image arrays are (H, W) grey or (H, W, C) channels last.
 """
+import contextlib
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -17,8 +19,39 @@ from . import image_utils
 from .checkpoint_utils import latest_checkpoint
 from .cli import DEFAULT_MODEL
 from .evaluation_utils import PSNR, SSIM
+from .files import atomic_write
 
 MAX_PIXELS = 25_000_000  # larger uploads are refused (test_single.py tiles any size)
+MAX_UPLOAD = '200mb'  # Gradio refuses larger uploads before storing them
+KEEP_FILES = 48  # newest files kept in the demo's folders: those of about the last 10 requests
+CACHE_HOURS = 1  # and none older than this (Gradio's delete_cache, checked every 10 minutes)
+
+
+def prune(folder: str, keep: int, since: float = 0.0) -> int:
+    """Delete all but the `keep` newest files under `folder` that were modified after `since`
+    (a time.time()), and the folders they leave empty. Returns how many were deleted."""
+    files = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            try:
+                mtime = os.stat(path).st_mtime
+            except FileNotFoundError:  # pruned by a concurrent request
+                continue
+            if mtime >= since:
+                files.append((mtime, path))
+    deleted = 0
+    for _, path in sorted(files, reverse=True)[keep:]:
+        try:
+            os.remove(path)
+            deleted += 1
+        except FileNotFoundError:
+            continue
+        with contextlib.suppress(OSError):  # not empty, or gone
+            parent = os.path.dirname(path)
+            if os.path.abspath(parent) != os.path.abspath(folder):
+                os.rmdir(parent)
+    return deleted
 
 
 @dataclass
@@ -48,11 +81,17 @@ class DenoiseService:
 
     Models are loaded on first use and kept; a lock serialises prediction, so concurrent
     requests get their own, correct results. Outputs go to fresh folders under `out_dir`.
+    After each request the files written under `cache_dir` (default `out_dir`; the web page
+    passes Gradio's upload cache, which holds out_dir) since the service started are pruned to
+    the `keep` newest.
     """
 
-    def __init__(self, model_dir: str, out_dir: Optional[str] = None):
+    def __init__(self, model_dir: str, out_dir: Optional[str] = None,
+                 cache_dir: Optional[str] = None, keep: int = KEEP_FILES):
         self.model_dir = model_dir
         self.out_dir = out_dir or tempfile.mkdtemp(prefix='n2s-web-')
+        self.cache_dir, self.keep = cache_dir or self.out_dir, keep
+        self.started = time.time()
         self._models: Dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -108,6 +147,7 @@ class DenoiseService:
             x, denoised = image_utils.denoise(model, image, tta=tta)
         progress(0.9, 'writing')
         out = self._write(path, image_utils.output_pixels(denoised, image))
+        prune(self.cache_dir, self.keep, self.started)
         report = f"{name}: {x.shape[1]}x{x.shape[0]} pixels" + (", self-ensemble" if tta else '')
         if clean is not None:
             reference = image_utils.model_input(image_utils.LoadedImage(image.pixels, clean, None),
@@ -156,9 +196,8 @@ def example_images(data_dir: str) -> List[List]:
         views = {'noisy_camera.png': tests[0].noisy, 'noisy_astronaut.png': tests[1].noisy,
                  'clean_coins.png': _grey_photo('coins')}
         for name, array in views.items():
-            tmp = os.path.join(folder, f'.{name}.tmp.png')
-            Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8)).save(tmp)
-            os.replace(tmp, os.path.join(folder, name))
+            with atomic_write(os.path.join(folder, name)) as tmp:
+                Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8)).save(tmp)
     return [[os.path.join(folder, f), sigma] for f, sigma in files.items()]
 
 
@@ -175,7 +214,8 @@ def build_app(service: DenoiseService, examples: List[List]):
                            else type(error).__name__)
         return (result.input_view, result.output_view), result.path, result.report
 
-    with gr.Blocks(title='Noise2Same denoising demo') as app:
+    with gr.Blocks(title='Noise2Same denoising demo',
+                   delete_cache=(600, CACHE_HOURS * 3600)) as app:
         gr.Markdown('# Noise2Same / Noise2SamePro denoising\nUpload a noisy image (PNG, JPEG or '
                     'TIFF; 8 or 16 bits; grey or colour) or pick an example. A clean picture can '
                     'be given noise first, and is then used as the reference for PSNR and SSIM.')

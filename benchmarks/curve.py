@@ -1,0 +1,146 @@
+"""Learning curves: the test PSNR of every checkpoint of one or more training runs.
+
+    python train.py --dataset bsd68 ... --keep-checkpoints 0 --name run-a   # keeps every checkpoint
+    python -m benchmarks.curve run-a run-b --seconds-per-step run-a=0.42 run-b=1.35 \
+        --out results/pilot
+
+Each run is a model directory under --model-dir (or any folder of ckpt-N files with the
+model's settings.json). Every --every-th checkpoint (and the last) is scored on the data set's
+test images with the original protocol (`Dataset.evaluate`, the network's own output, no TTA);
+scores already in --out/curve.csv are not recomputed, so a rerun adds only new checkpoints.
+Writes curve.csv (run, step, hours, psnr, ssim) and curve.png: PSNR against training time
+(step x --seconds-per-step, a step time measured with nothing else running) when given for
+every run, else against the step.
+"""
+import argparse
+import csv
+import glob
+import os
+import re
+from typing import Dict, List, Optional
+
+from utils import cli
+
+FIELDS = ['run', 'step', 'hours', 'psnr', 'ssim']
+
+
+def checkpoint_steps(folder: str) -> List[int]:
+    """The steps of the ckpt-N checkpoints in `folder`, sorted."""
+    return sorted(int(re.search(r'ckpt-(\d+)\.index$', path).group(1))
+                  for path in glob.glob(os.path.join(folder, 'ckpt-*.index')))
+
+
+def read_rows(path: str) -> List[Dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def score_runs(model_dir: str, names: List[str], dataset, data_dir: str, every: int,
+               rows: List[Dict], on_row=lambda row: None) -> List[Dict]:
+    """Score the checkpoints of `names` not yet in `rows`; returns all rows. Each checkpoint
+    is scored as the newest of a temporary folder that links to it and the settings."""
+    import tempfile
+
+    import numpy as np
+
+    from models import Noise2Same
+    done = {(r['run'], int(r['step'])) for r in rows}
+    for name in names:
+        folder = os.path.abspath(os.path.join(model_dir, name))
+        steps = checkpoint_steps(folder)
+        if not steps:
+            raise OSError(f"no ckpt-N checkpoints in {folder}")
+        for i, step in enumerate(steps):
+            if (name, step) in done or (i % every and i != len(steps) - 1):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                view = os.path.join(tmp, name)
+                os.mkdir(view)
+                for path in glob.glob(os.path.join(folder, f'ckpt-{step}.*')) + [
+                        os.path.join(folder, 'settings.json')]:
+                    os.symlink(path, os.path.join(view, os.path.basename(path)))
+                with open(os.path.join(view, 'checkpoint'), 'w') as f:  # TF's index file
+                    f.write(f'model_checkpoint_path: "ckpt-{step}"\n')
+                scores = list(dataset.evaluate(Noise2Same(tmp, name), data_dir))
+            row = {'run': name, 'step': step, 'hours': '',
+                   'psnr': f"{np.mean([s['psnr'] for s in scores]):.3f}",
+                   'ssim': f"{np.mean([s['ssim'] for s in scores]):.4f}"}
+            rows.append(row)
+            on_row(row)
+    return rows
+
+
+def plot(rows: List[Dict], seconds: Dict[str, float], path: str, title: str) -> None:
+    """PSNR against hours (or steps) per run."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from utils.files import atomic_write
+    runs = sorted({r['run'] for r in rows})
+    timed = all(run in seconds for run in runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        points = sorted((int(r['step']), float(r['psnr'])) for r in rows if r['run'] == run)
+        xs = [s * seconds[run] / 3600 if timed else s for s, _ in points]
+        ax.plot(xs, [p for _, p in points], marker='o', markersize=3, label=run)
+    ax.set_xlabel('training time (hours, step x seconds per step alone)' if timed
+                  else 'training step')
+    ax.set_ylabel('test PSNR (dB)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def seconds_per_step(pairs: Optional[List[str]]) -> Dict[str, float]:
+    out = {}
+    for pair in pairs or []:
+        name, _, value = pair.partition('=')
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--seconds-per-step takes NAME=SECONDS, got {pair!r}") from None
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = cli.new_parser(__doc__)
+    p.add_argument('names', nargs='+', help='model directories (runs) under --model-dir')
+    p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the runs')
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='folder of the data sets')
+    p.add_argument('--dataset', default='bsd68', help='data set whose test images score them')
+    p.add_argument('--every', type=cli.positive_int, default=1,
+                   help='score every N-th checkpoint (and the last)')
+    p.add_argument('--seconds-per-step', nargs='*', metavar='NAME=SECONDS',
+                   help='step time of each run, for a time axis')
+    p.add_argument('--out', default='results/curve', help='output folder')
+    args = p.parse_args(argv)
+    seconds = seconds_per_step(args.seconds_per_step)
+    os.makedirs(args.out, exist_ok=True)
+    cli.start_tensorflow(training=False)
+    from utils.datasets import get_dataset
+    dataset = get_dataset(args.dataset, args.data_dir)
+    dataset.test_images(args.data_dir)  # fail early on missing data
+    path = os.path.join(args.out, 'curve.csv')
+    rows = read_rows(path)
+    rows = score_runs(args.model_dir, args.names, dataset, args.data_dir, args.every, rows,
+                      on_row=lambda row: print(f"{row['run']} step {row['step']}: PSNR "
+                                               f"{row['psnr']} dB, SSIM {row['ssim']}",
+                                               flush=True))
+    for row in rows:
+        if row['run'] in seconds:
+            row['hours'] = f"{int(row['step']) * seconds[row['run']] / 3600:.3f}"
+    cli.write_csv_atomic(path, sorted(rows, key=lambda r: (r['run'], int(r['step']))))
+    plot(rows, seconds, os.path.join(args.out, 'curve.png'),
+         f"{dataset.name} test PSNR of every checkpoint")
+    print(f"wrote {path} and {os.path.join(args.out, 'curve.png')}")
+
+
+if __name__ == '__main__':
+    cli.run(main)
