@@ -202,6 +202,9 @@ class Noise2Same:
         if config['lr_schedule'] not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
                              f"{config['lr_schedule']!r}")
+        if not float(config['base_learning_rate']) > 0:
+            raise ValueError(f"base_learning_rate must be positive, got "
+                             f"{config['base_learning_rate']}")
         return config
 
     def settings(self) -> dict:
@@ -467,3 +470,17 @@ class Noise2SamePro(Noise2Same):
     def settings(self) -> dict:
         return {**super().settings(), 'sigma_grad': self.sigma_grad, 'guard': self.guard,
                 'sigma_floor': self.sigma_floor}
+
+
+def load_model(base_dir: str, name: str, **kwargs) -> Noise2Same:
+    """The model in base_dir/name as the class it was trained as (settings.json 'class':
+    Noise2Same or Noise2SamePro, whose loss differs), e.g. for `utils.adapt`; kwargs such as
+    precision go to the constructor."""
+    import json
+    path = os.path.join(base_dir, name, 'settings.json')
+    saved = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+    cls = Noise2SamePro if saved.get('class') == Noise2SamePro.__name__ else Noise2Same
+    return cls(base_dir, name, **kwargs)

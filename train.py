@@ -2,6 +2,7 @@
 lmbd 2, model trained_models/N2S-3000, seed 666).
 
     python train.py                                   # the original run (demo set when BSD68 is absent)
+    python train.py --images my_photos/ --name mine --filters 32 --batch-size 16 --steps 2000
     python train.py --dataset demo --filters 16 --steps 600 --batch-size 16 --name demo-N2S
     python train.py --name demo-N2S --steps 1200      # continue it: saved settings are kept
     python train.py --strategy mirrored               # the global batch split over all local GPUs
@@ -22,7 +23,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     saved = cli.saved_settings(args)
     dataset = cli.resolve_dataset(args, saved)
     settings = cli.training_settings(args, dataset, saved)
-    images, validation = dataset.training_data(args.data_dir)
+    record = cli.dataset_record(dataset, saved)
+    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'])
     cli.start_tensorflow(training=True)
     distribution = cli.distribution(args)  # before the first model: it may split the CPU
     from models import Noise2Same
@@ -35,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                           batch_size=settings['batch_size'], save_steps=args.save_steps,
                           log_steps=args.log_steps, steps=settings['steps'],
                           seed=settings['seed'], init_from=args.init_from,
-                          record={'dataset': dataset.name},
+                          record=record,
                           keep_checkpoints=args.keep_checkpoints, **distribution)
     cli.exit_if_nothing_trained(trained)
 

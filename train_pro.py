@@ -36,13 +36,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                          f"one under another --name")
     if pro_steps > steps:
         raise ValueError(f"--pro-steps {pro_steps} exceeds --steps {steps}")
-    images, validation = dataset.training_data(args.data_dir)
+    record = cli.dataset_record(dataset, saved)
+    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'])
     cli.start_tensorflow(training=True)
     from models import Noise2Same, Noise2SamePro
     fit = dict(validation=validation, batch_size=settings['batch_size'],
                save_steps=args.save_steps, log_steps=args.log_steps, seed=settings['seed'],
                keep_checkpoints=args.keep_checkpoints,
-               record={'dataset': dataset.name, 'pro_total': steps, 'pro_steps': pro_steps},
+               record={**record, 'pro_total': steps, 'pro_steps': pro_steps},
                **cli.distribution(args))
     common = dict(masking=settings['masking'], mask_perc=settings['mask_perc'],
                   opt_config=settings['opt_config'], **cli.model_kwargs(args, dataset))

@@ -7,7 +7,8 @@
 Each run is a model directory under --model-dir (or any folder of ckpt-N files with the
 model's settings.json). Every --every-th checkpoint (and the last) is scored on the data set's
 test images with the original protocol (`Dataset.evaluate`, the network's own output, no TTA);
-scores already in --out/curve.csv are not recomputed, so a rerun adds only new checkpoints.
+scores already in --out/curve.csv are not recomputed, so a rerun adds only new checkpoints
+(and a run whose folder is gone keeps its rows: rerun to change --seconds-per-step).
 Writes curve.csv (run, step, hours, psnr, ssim) and curve.png: PSNR against training time
 (step x --seconds-per-step, a step time measured with nothing else running) when given for
 every run, else against the step.
@@ -49,6 +50,8 @@ def score_runs(model_dir: str, names: List[str], dataset, data_dir: str, every: 
     done = {(r['run'], int(r['step'])) for r in rows}
     for name in names:
         folder = os.path.abspath(os.path.join(model_dir, name))
+        if not os.path.isdir(folder) and any(r['run'] == name for r in rows):
+            continue  # checkpoints deleted: its rows in curve.csv stand
         steps = checkpoint_steps(folder)
         if not steps:
             raise OSError(f"no ckpt-N checkpoints in {folder}")

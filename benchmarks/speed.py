@@ -3,6 +3,7 @@
     python -m benchmarks.speed                   # width 96 and 32, batch 16, patch 64 (~2 min, 2 cores)
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
     python -m benchmarks.speed --mixed-shapes    # only the mixed-shape prediction pass
+    python -m benchmarks.speed --train 32x16 64x16 --precision mixed_bfloat16   # only these steps
 
 Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
 width; for the float32 rows also the forward and backward share of a step (`split_step`).
@@ -26,8 +27,9 @@ import resource
 import statistics
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from network_configure import PRECISIONS
 from utils import cli
 
 GFLOP_PER_IMAGE_W96 = 54.4  # two forward passes and the backward pass, 64x64, width 96
@@ -211,8 +213,9 @@ def table(results: Dict) -> str:
                          f"% of the step), plus backward {r['forward_backward_s']:.3f} s "
                          f"({100 * r['forward_backward_s'] / r['median_s']:.0f} %); "
                          f"the rest is Adam")
-    lines += ['', '| prediction, one image | s median (min-max) |', '|---|---|']
-    for r in results['prediction']:
+    if results.get('prediction'):
+        lines += ['', '| prediction, one image | s median (min-max) |', '|---|---|']
+    for r in results.get('prediction', []):
         lines.append(f"| width {r['width']}, {'x'.join(map(str, r['shape']))}, {r['precision']} "
                      f"| {r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}) |")
     lines.append(f"\npeak memory (RSS): {results['peak_rss_mb']:.0f} MB")
@@ -232,11 +235,25 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--name', default=cli.DEFAULT_MODEL,
                    help='model of the mixed-shape pass (width 32)')
     p.add_argument('--data-dir', default=cli.DATA_DIR, help='where BSD68 is built')
+    p.add_argument('--train', nargs='+', metavar='WIDTHxBATCH', type=width_by_batch,
+                   help='only time training steps of these widths and batch sizes, e.g. 64x16 '
+                        '(the seconds per step of a learning curve: benchmarks.curve)')
+    p.add_argument('--precision', default='float32', choices=PRECISIONS,
+                   help='arithmetic of the --train rows')
     p.add_argument('--mixed-child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.mixed_child:  # one setting, in this process; JSON on the last line
         cli.start_tensorflow(training=False)
         print(json.dumps(bench_mixed_shapes(args.model_dir, args.name, args.data_dir)))
+        return
+    if args.train:
+        cli.start_tensorflow(training=True)
+        rows = [bench_training(w, b, args.steps, args.warmup, precision=args.precision)
+                for w, b in args.train]
+        results = {'machine': machine(), 'peak': matmul_peak(), 'training': rows,
+                   'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        print(table(results))
+        write_json(args.out, results)
         return
     mixed = mixed_shapes_children(args.model_dir, args.name, args.data_dir)
     if args.mixed_shapes:
@@ -247,7 +264,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     train = lambda width, **kw: bench_training(width, 16, args.steps, args.warmup, **kw)
     predict = lambda width, shape, **kw: bench_prediction(width, shape, args.steps, **kw)
     results = {
-        'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+        'machine': machine(),
         'peak': matmul_peak(),
         'training': [train(wide, split=True), train(narrow, split=True),
                      train(wide, precision='mixed_bfloat16'),
@@ -258,8 +275,27 @@ def main(argv: Optional[List[str]] = None) -> None:
     results['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results['mixed_shapes'] = mixed
     print(table(results) + '\n\n' + mixed_table(mixed))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    cli.write_text_atomic(args.out, json.dumps(results, indent=2) + '\n')
+    write_json(args.out, results)
+
+
+def width_by_batch(text: str) -> Tuple[int, int]:
+    """'64x16' -> (64, 16): network width and batch size of a --train row."""
+    try:
+        width, batch = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not WIDTHxBATCH, e.g. 64x16')
+    if width < 1 or batch < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: width and batch must be positive')
+    return width, batch
+
+
+def machine() -> str:
+    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+
+
+def write_json(path: str, results: Dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    cli.write_text_atomic(path, json.dumps(results, indent=2) + '\n')
 
 
 if __name__ == '__main__':

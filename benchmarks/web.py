@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             path = os.path.join(folder, f'upload{i}.png')
             Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
             start = time.perf_counter()
-            client.predict(handle_file(path), args.model, 0, False, api_name='/denoise')
+            client.predict(handle_file(path), args.model, 0, False, False, api_name='/denoise')
             if i:  # the first request is the warm-up (model loading)
                 times.append(time.perf_counter() - start)
     print(f"web demo, model {args.model}, {len(times)} grey uploads near 481x321, each a new size: "

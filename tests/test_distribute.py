@@ -51,7 +51,10 @@ def assert_same_run(losses, model_dir, reference):
     got = weights(model_dir)
     assert got.keys() == ref_weights.keys() and len(got) > 20
     for key, value in ref_weights.items():
-        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+        # a moving mean follows the bias before its batch norm, whose round-off Adam amplifies
+        # (see `weights`): 1.2e-5 apart on an AVX-512 Xeon (2026-12-02), within 1e-5 on Zen 5
+        atol = 5e-5 if key.endswith('moving_mean') else 1e-5
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=atol, err_msg=key)
 
 
 def test_mirrored_with_synchronised_batch_norm_follows_one_device(tmp_path, one_device):

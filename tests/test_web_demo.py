@@ -31,7 +31,7 @@ def server(tmp_path_factory):
 
 def denoise(url, path, model=MODEL, sigma=0):
     client = gradio_client.Client(url, verbose=False)
-    return client.predict(gradio_client.handle_file(str(path)), model, sigma, False,
+    return client.predict(gradio_client.handle_file(str(path)), model, sigma, False, False,
                           api_name='/denoise')
 
 
@@ -181,3 +181,19 @@ def test_the_page_in_a_browser(server):
         assert 'noisy_camera_denoised' in page.locator('#download').inner_text(), \
             page.locator('#download').inner_text()
         browser.close()
+
+
+def test_adapting_in_the_demo_reports_progress_and_leaves_the_model_as_loaded(tmp_path):
+    from utils.web_demo import DenoiseService
+    rng = np.random.default_rng(8)
+    image = np.clip(rng.normal(120, 40, (64, 80)), 0, 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / 'in.png')
+    service = DenoiseService(str(ROOT / 'trained_models'), out_dir=str(tmp_path / 'out'))
+    seen = []
+    result = service.denoise(str(tmp_path / 'in.png'), MODEL, adapt_steps=3,
+                             progress=lambda fraction, text: seen.append(text))
+    assert 'adapted to the image for 3 steps' in result.report
+    assert [t for t in seen if t.startswith('adapting')][-1] == 'adapting to the image: step 3/3'
+    plain = service.denoise(str(tmp_path / 'in.png'), MODEL)  # the weights are back
+    out = np.asarray(Image.open(plain.path)).astype(np.float64)
+    assert np.max(np.abs(out - np.clip(np.round(expected(image)), 0, 255))) <= 1

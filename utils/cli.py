@@ -13,7 +13,8 @@ from typing import Callable, Dict, List, Optional
 
 from network_configure import LR_SCHEDULES, PRECISIONS
 
-from .datasets import DATASETS, Dataset, get_dataset, lmbd_for_noise
+from .datasets import DATASETS, Dataset, get_dataset, lmbd_estimated, lmbd_for_noise
+from .image_files import ImageFiles, from_files
 from .distribute import STRATEGIES
 from .files import atomic_write
 from .tf_setup import import_tensorflow, use_onednn
@@ -105,6 +106,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def noise_sigma(text: str):
+    """--noise-sigma: a positive number, or 'auto'."""
+    if text == 'auto':
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or auto, got {text}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def parser(doc: str, name: str) -> argparse.ArgumentParser:
     """The flags every script has: where data and models are, which model, which data set."""
     p = new_parser(doc)
@@ -131,14 +145,27 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
 def add_training_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
     """Training flags. A flag left out (None) means the model's saved setting when its
     directory holds a model, else the data set's published one (`training_settings`)."""
+    p.add_argument('--images', nargs='+', metavar='PATH', default=None,
+                   help='train on your own image files instead of --dataset: files, folders '
+                        'and globs of PNG, JPEG or TIFF (grey or RGB, 8/16-bit or float, any '
+                        'sizes; multi-page TIFFs are frames, or volumes with --dim 3)')
+    p.add_argument('--val-images', nargs='+', metavar='PATH', default=None,
+                   help='with --images: validation files (default: a --val-fraction of them)')
+    p.add_argument('--val-fraction', type=float, default=None,
+                   help='with --images: share of the files held out for validation, drawn '
+                        'with --seed (default 0.1; 0: none)')
+    p.add_argument('--dim', type=int, choices=[2, 3], default=None,
+                   help='with --images: 3 trains a 3D model on TIFF volumes (Z, Y, X) '
+                        '(default 2)')
     p.add_argument('--masking', choices=['gaussian', 'donut'], default=None,
                    help='masking; default: the data set\'s (gaussian)')
     lmbd = p.add_mutually_exclusive_group()
     lmbd.add_argument('--lmbd', type=float, default=None,
                       help='lambda of the N2S loss (2 x sigma); default: the data set\'s (2)')
-    lmbd.add_argument('--noise-sigma', type=float, default=None,
+    lmbd.add_argument('--noise-sigma', type=noise_sigma, default=None,
                       help='std of the noise in the training images\' units (25 for bsd68 and '
-                           'demo): sets lmbd to 2 x the normalised noise std (bsd68, demo)')
+                           'demo), or auto to estimate it per image: sets lmbd to 2 x the '
+                           'normalised noise std (bsd68, demo, --images)')
     p.add_argument('--mask-perc', type=float, default=None,
                    help='percent of pixels masked (default 0.5)')
     p.add_argument('--batch-size', type=positive_int, default=None,
@@ -213,7 +240,11 @@ def training_settings(args: argparse.Namespace, dataset: Dataset, saved: Dict,
         raise ValueError(f"--patch-size needs 1 or {dataset.dim} values for {dataset.name}, "
                          f"got {len(patch)}")
     lmbd = args.lmbd
-    if args.noise_sigma is not None:
+    if args.noise_sigma == 'auto':
+        lmbd = lmbd_estimated(dataset.raw_training_images(args.data_dir), dataset.dim)
+        print(f"lmbd {lmbd:.3f}: 2 x the estimated noise std / image std, root mean square "
+              f"over the training images")
+    elif args.noise_sigma is not None:
         lmbd = lmbd_for_noise(dataset.raw_training_images(args.data_dir), args.noise_sigma)
         print(f"lmbd {lmbd:.3f}: 2 x noise sigma {args.noise_sigma:g} / image std, root mean "
               f"square over the training images")
@@ -245,9 +276,12 @@ def model_kwargs(args: argparse.Namespace, dataset: Dataset) -> Dict:
 
 
 def resolve_dataset(args: argparse.Namespace, saved: Optional[Dict] = None) -> Dataset:
-    """The data set of --dataset; 'auto' is the one an existing model (`saved` settings) was
-    trained on, else bsd68 when built, else demo. Another than the saved one is refused."""
+    """The data set of --dataset or --images; 'auto' is the one an existing model (`saved`
+    settings) was trained on, else bsd68 when built, else demo. Another than the saved one is
+    refused."""
     trained_on = (saved or {}).get('training', {}).get('dataset')
+    if getattr(args, 'images', None) or trained_on == 'files':
+        return files_dataset(args, saved or {})
     if trained_on and args.dataset not in ('auto', trained_on):
         raise ValueError(f"--dataset {args.dataset} differs from the data set {trained_on} that "
                          f"{os.path.join(args.model_dir, args.name)} was trained on: leave it out "
@@ -256,6 +290,53 @@ def resolve_dataset(args: argparse.Namespace, saved: Optional[Dict] = None) -> D
     if args.dataset == 'auto':
         print(f'dataset: {dataset.name} ({dataset.description})')
     return dataset
+
+
+def files_dataset(args: argparse.Namespace, saved: Dict) -> ImageFiles:
+    """The --images data set; for a model trained on files, its saved paths and split."""
+    record = saved.get('training', {})
+    files = record.get('images', {}) if record.get('dataset') == 'files' else {}
+    if saved and not files:
+        raise ValueError(f"{os.path.join(args.model_dir, args.name)} was trained on "
+                         f"{record.get('dataset', 'a data set')}, not on --images: train a new "
+                         f"model under another --name (--init-from it to start from its weights)")
+    if args.dataset != 'auto':
+        raise ValueError("--images and --dataset exclude each other: give one of them")
+    paths = args.images or files.get('paths')
+    if not paths:
+        raise ValueError(f"{os.path.join(args.model_dir, args.name)}/settings.json does not say "
+                         f"which images it was trained on: pass --images")
+    val_paths = args.val_images or ([] if args.images else files.get('val_paths', []))
+    fraction = args.val_fraction if args.val_fraction is not None else \
+        files.get('val_fraction', 0.1)
+    seed = args.seed if args.seed is not None else record.get('seed', SEED)
+    dim = args.dim or saved.get('dim', 2)
+    from .image_files import training_defaults
+    dataset = from_files(paths, val_paths, fraction, seed, dim, training_defaults(dim))
+    if files:
+        print(f"training images: those {os.path.join(args.model_dir, args.name)} was trained on")
+    return dataset
+
+
+def dataset_record(dataset: Dataset, saved: Dict) -> Dict:
+    """What settings.json records of the training data (`Dataset.record`); files other than
+    those a continued model was trained on (their digest) are refused."""
+    record = dataset.record()
+    before = saved.get('training', {}).get('images', {}).get('digest')
+    if before and record.get('images', {}).get('digest') != before:
+        raise ValueError(f"the --images files differ from those the saved model was trained on "
+                         f"(content digest {record['images']['digest'][:12]} != {before[:12]}): "
+                         f"train a new model under another --name, with --init-from to start "
+                         f"from this one")
+    return record
+
+
+def training_data(dataset: Dataset, data_dir: str, patch_size: List[int]):
+    """(training images, validation images or None) of a data set, normalised; image files
+    are checked against the patch size and summarised first."""
+    if isinstance(dataset, ImageFiles):
+        return dataset.training_data(patch_size=patch_size, verbose=True)
+    return dataset.training_data(data_dir)
 
 
 def require_checkpoint(model_dir: str, name: str, how: str) -> None:

@@ -55,6 +55,18 @@ def lmbd_for_noise(images, sigma: float) -> float:
     return float(2 * np.sqrt(np.mean((sigma / stds) ** 2)))
 
 
+def lmbd_estimated(images, dim: int = 2) -> float:
+    """lmbd = 2 x the noise std after `normalise_each`, each image's noise std estimated
+    blindly (scikit-image's wavelet `estimate_sigma`, averaged over channels): unit-free, so
+    images of different value ranges mix. images: `dim`-D arrays (spatial...) or
+    (spatial..., C) of any shapes."""
+    from skimage.restoration import estimate_sigma
+    ratios = [float(estimate_sigma(np.asarray(x, np.float64), average_sigmas=True,
+                                   channel_axis=-1 if np.ndim(x) == dim + 1 else None))
+              / max(float(np.std(x)), 1e-12) for x in images]
+    return float(2 * np.sqrt(np.mean(np.square(ratios))))
+
+
 @dataclass(frozen=True)
 class TestImage:
     """One test image: its name, the noisy input, the clean reference and a group label."""
@@ -101,6 +113,10 @@ class Dataset:
             return False
         return True
 
+    def record(self) -> Dict:
+        """What settings.json's 'training' records of the data a model trained on."""
+        return {'dataset': self.name}
+
     # -- protocol (overridden per data set)
     def training_data(self, data_dir: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """(training images (N, spatial..., C), validation images or None), normalised."""
@@ -108,7 +124,7 @@ class Dataset:
 
     def raw_training_images(self, data_dir: str) -> np.ndarray:
         """The noisy training images before normalisation, for data sets whose noise is
-        additive with one known std (`lmbd_for_noise`)."""
+        additive with one known std (`lmbd_for_noise`, `lmbd_estimated`)."""
         raise ValueError(f"--noise-sigma needs additive noise of one known std (data sets bsd68, "
                          f"demo); {self.name}'s is not: pass --lmbd instead")
 

@@ -1,15 +1,17 @@
 """Single image files for test_single.py and the web demo: reading and writing PNG, JPEG, TIFF
 (8/16-bit, float TIFF; grey, RGB, RGBA, palette; JPEG orientation applied) and denoising one with a model, tiled when large.
 Arrays are (H, W) or (H, W, C), channels last."""
+import glob
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .files import atomic_write, check_writable
 
 TIFF_SUFFIXES = ('.tif', '.tiff')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg') + TIFF_SUFFIXES  # what folders and globs match
 TILE_ABOVE = 1024 * 1024  # pixels; larger images are denoised tile by tile
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's 'L' conversion
 JPEG_QUALITY = 95  # of JPEG outputs (Pillow's scale 1-95)
@@ -25,6 +27,31 @@ class LoadedImage:
     @property
     def dtype(self):
         return self.pixels.dtype
+
+
+def find_images(paths: Sequence[str], what: str = '--images') -> List[str]:
+    """The image files named by files, folders and globs, in order, each once."""
+    found: List[str] = []
+    seen = set()
+    for path in paths:
+        if os.path.isdir(path):
+            files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                           if f.lower().endswith(IMAGE_SUFFIXES))
+            if not files:
+                raise ValueError(f"{what}: no PNG, JPEG or TIFF files in the folder {path}")
+        elif os.path.isfile(path):
+            files = [path]
+        else:
+            files = sorted(f for f in glob.glob(path) if os.path.isfile(f)
+                           and f.lower().endswith(IMAGE_SUFFIXES))
+            if not files:
+                raise ValueError(f"{what}: {path} is no file or folder and matches no PNG, "
+                                 f"JPEG or TIFF file")
+        found += [f for f in files if f not in seen]
+        seen.update(files)
+    if not found:
+        raise ValueError(f"{what}: no images given")
+    return found
 
 
 def read_image(path: str) -> LoadedImage:

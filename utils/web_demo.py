@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from . import image_utils
+from .adapt import ADAPT_SECONDS, ADAPT_STEPS, adapted
 from .checkpoint_utils import latest_checkpoint
 from .cli import DEFAULT_MODEL
 from .evaluation_utils import PSNR, SSIM
@@ -110,19 +111,22 @@ class DenoiseService:
     def model(self, name: str):
         """The model `name`, loaded once (ValueError when its folder has no checkpoint)."""
         if name not in self._models:
-            from models import Noise2Same
+            from models import load_model
             folder = os.path.join(self.model_dir, name)
             if not os.path.isdir(folder) or latest_checkpoint(folder) is None:
                 raise ValueError(f"model {name} has no checkpoint in {folder}; train it first or "
                                  f"choose another model")
-            self._models[name] = Noise2Same(self.model_dir, name)
+            self._models[name] = load_model(self.model_dir, name)
         return self._models[name]
 
     def denoise(self, path: str, name: str, sigma: float = 0.0, tta: bool = False, seed: int = 0,
-                progress: Callable[[float, str], None] = lambda fraction, text: None) -> Result:
+                progress: Callable[[float, str], None] = lambda fraction, text: None,
+                adapt_steps: int = 0) -> Result:
         """Denoise the image file `path` with model `name`; with sigma > 0 the image is taken
         as clean, Gaussian noise of that std (on the 0..255 scale) is added first, and PSNR
-        and SSIM against it are reported. Bad input raises ValueError with a readable message."""
+        and SSIM against it are reported. adapt_steps > 0: first adapt the model to the image
+        (`utils.adapt`; the loaded model gets its weights back afterwards). Bad input raises
+        ValueError with a readable message."""
         if not path or not os.path.isfile(path):
             raise ValueError("no image given: upload a PNG, JPEG or TIFF file")
         if os.path.getsize(path) == 0:
@@ -141,14 +145,24 @@ class DenoiseService:
             scale = (high - low) / 255.0
             noise = np.random.default_rng(seed).normal(0, sigma * scale, clean.shape)
             image = image_utils.LoadedImage(image.pixels, clean + noise, image.alpha)
-        progress(0.3, 'denoising')
+        progress(0.2, 'denoising')
+        started = time.time()
         with self._lock:
             model = self.model(name)
-            x, denoised = image_utils.denoise(model, image, tta=tta)
+            x = image_utils.model_input(image, model.in_channels)
+            step = lambda done, steps: progress(0.2 + 0.6 * done / steps,
+                                                f'adapting to the image: step {done}/{steps}')
+            with adapted(model, x, adapt_steps, progress=step) if adapt_steps else \
+                    contextlib.nullcontext():
+                x, denoised = image_utils.denoise(model, image, tta=tta)
+        seconds = time.time() - started
         progress(0.9, 'writing')
         out = self._write(path, image_utils.output_pixels(denoised, image))
         prune(self.cache_dir, self.keep, self.started)
-        report = f"{name}: {x.shape[1]}x{x.shape[0]} pixels" + (", self-ensemble" if tta else '')
+        report = (f"{name}: {x.shape[1]}x{x.shape[0]} pixels" +
+                  (", self-ensemble" if tta else '') +
+                  (f", adapted to the image for {adapt_steps} steps" if adapt_steps else '') +
+                  f", {seconds:.1f} s")
         if clean is not None:
             reference = image_utils.model_input(image_utils.LoadedImage(image.pixels, clean, None),
                                                 model.in_channels)
@@ -205,10 +219,11 @@ def build_app(service: DenoiseService, examples: List[List]):
     """The Gradio page in front of `service`."""
     import gradio as gr
 
-    def run(path, name, sigma, tta, progress=gr.Progress()):
+    def run(path, name, sigma, tta, adapt, progress=gr.Progress()):
         try:
             result = service.denoise(path, name, float(sigma or 0), bool(tta),
-                                     progress=lambda f, text: progress(f, desc=text))
+                                     progress=lambda f, text: progress(f, desc=text),
+                                     adapt_steps=ADAPT_STEPS if adapt else 0)
         except (ValueError, OSError) as error:
             raise gr.Error(str(error).strip().splitlines()[0] if str(error).strip()
                            else type(error).__name__)
@@ -228,6 +243,9 @@ def build_app(service: DenoiseService, examples: List[List]):
                 sigma = gr.Slider(0, 75, value=0, step=1, label='add Gaussian noise, sigma '
                                   '(0..255 scale; 0 = the upload is already noisy)')
                 tta = gr.Checkbox(False, label='self-ensemble (8 flips and rotations, 8x slower)')
+                adapt = gr.Checkbox(False, label=f'adapt the model to this image first '
+                                    f'({ADAPT_STEPS} training steps: about {ADAPT_SECONDS} s on '
+                                    f'2 CPU cores; nothing is saved)')
                 button = gr.Button('Denoise', variant='primary', elem_id='denoise')
             with gr.Column(scale=2):
                 compare = gr.ImageSlider(label='input | denoised (drag the slider)', type='numpy',
@@ -235,6 +253,6 @@ def build_app(service: DenoiseService, examples: List[List]):
                 download = gr.File(label='denoised image (input bit depth)', elem_id='download')
                 report = gr.Markdown(elem_id='report')
         gr.Examples(examples, inputs=[upload, sigma])
-        button.click(run, [upload, model, sigma, tta], [compare, download, report],
+        button.click(run, [upload, model, sigma, tta, adapt], [compare, download, report],
                      api_name='denoise', concurrency_limit=2)
     return app

@@ -1,0 +1,93 @@
+"""Adapt a trained model to the image being denoised (`test_single.py --adapt`, the web demo).
+
+The model is trained for a few steps on the noisy input itself, with its own self-supervised
+loss (Noise2Same's, or Noise2SamePro's), and the adapted weights denoise that image only:
+`adapted` restores the weights it started from on exit, and nothing is written to disk.
+What keeps a few steps on one image from wrecking the model: batch normalisation stays in
+inference mode (the trained moving statistics normalise, and are not updated), a fresh Adam
+at a small learning rate (ADAPT_LR, a tenth of the original's 4e-4), and few steps.
+"""
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+ADAPT_STEPS = 100
+ADAPT_LR = 4e-5
+ADAPT_BATCH = 8
+ADAPT_PATCH = 64
+# seconds of ADAPT_STEPS steps and the prediction of a 481x321 image by a width-32 model,
+# float32, tracing included, nothing else running, on this project's 2-core machine (AVX-512
+# BF16; 2026-12-02: 37.5 s): what the web demo tells a user to expect
+ADAPT_SECONDS = 40
+
+
+def normalised(model, image: np.ndarray) -> np.ndarray:
+    """The image as the model's prediction normalises it, (spatial..., C) float32."""
+    x = np.asarray(image, np.float32)
+    if x.ndim == model.dim:
+        x = x[..., None]
+    if x.ndim != model.dim + 1 or x.shape[-1] != model.in_channels:
+        raise ValueError(f"image of shape {np.shape(image)} does not fit a {model.dim}D model "
+                         f"with {model.in_channels} channel(s)")
+    axes = tuple(range(model.dim)) if model.normalisation == 'channel' else None
+    return (x - x.mean(axes)) / np.maximum(x.std(axes), 1e-12)
+
+
+def patch_size(model, shape) -> list:
+    """ADAPT_PATCH per axis, smaller for small images (a multiple of the network's 2**depth)."""
+    multiple = 2 ** model.net.depth
+    sizes = [min(ADAPT_PATCH, s // multiple * multiple) for s in shape]
+    if min(sizes) < multiple:
+        raise ValueError(f"an image of size {tuple(shape)} is too small to adapt to (at least "
+                         f"{multiple} pixels per axis)")
+    return sizes
+
+
+def adapt_steps(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = ADAPT_LR,
+                batch_size: int = ADAPT_BATCH, seed: int = 0) -> Iterator[float]:
+    """Train `model`'s weights in memory on `image` ((spatial...) or (spatial..., C), any
+    range), yielding the loss after each of `steps` steps. Batch norm in inference mode,
+    a fresh Adam at `lr`; the model's optimizer state, step and checkpoints are untouched."""
+    import tensorflow as tf
+
+    from .train_utils import mask_box_size, training_dataset
+    if steps < 1 or not lr > 0:
+        raise ValueError(f"adapting needs steps >= 1 and lr > 0, got {steps} and {lr}")
+    if model.loss_scale is not None:
+        raise ValueError("adapting needs --precision float32 or mixed_bfloat16")
+    model._restore_latest()
+    x = normalised(model, image)
+    size = patch_size(model, x.shape[:-1])
+    batches = training_dataset([x], size, batch_size, mask_box_size(model.mask_perc), seed, 0,
+                               steps)
+    variables = model.model.trainable_weights
+    optimizer = tf.keras.optimizers.Adam(learning_rate=lr)
+
+    @tf.function
+    def step(features, noise, mask):
+        with tf.GradientTape() as tape:
+            terms, _, _ = model.loss_terms(features, noise, mask, training=False)
+            loss = model.loss(terms)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    for features, noise, mask in batches:
+        yield float(step(features, noise, mask))
+
+
+@contextmanager
+def adapted(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = ADAPT_LR,
+            progress: Optional[Callable[[int, int], None]] = None, **kwargs):
+    """Within the block, `model` holds weights adapted to `image` (`adapt_steps`); on exit
+    the weights it had before. progress(done, steps) is called after each step."""
+    model._restore_latest()
+    before = [(v, v.numpy()) for v in model.model.weights]
+    try:
+        for done, _ in enumerate(adapt_steps(model, image, steps, lr, **kwargs), 1):
+            if progress is not None:
+                progress(done, steps)
+        yield model
+    finally:
+        for variable, value in before:
+            variable.assign(value)
