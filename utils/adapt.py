@@ -30,8 +30,8 @@ def normalised(model, image: np.ndarray) -> np.ndarray:
     if x.ndim != model.dim + 1 or x.shape[-1] != model.in_channels:
         raise ValueError(f"image of shape {np.shape(image)} does not fit a {model.dim}D model "
                          f"with {model.in_channels} channel(s)")
-    axes = tuple(range(model.dim)) if model.normalisation == 'channel' else None
-    return (x - x.mean(axes)) / np.maximum(x.std(axes), 1e-12)
+    from .image_files import normalise
+    return normalise(x, per_channel=model.normalisation == 'channel')
 
 
 def patch_size(model, shape) -> list:

@@ -55,16 +55,19 @@ def lmbd_for_noise(images, sigma: float) -> float:
     return float(2 * np.sqrt(np.mean((sigma / stds) ** 2)))
 
 
-def lmbd_estimated(images, dim: int = 2) -> float:
-    """lmbd = 2 x the noise std after `normalise_each`, each image's noise std estimated
-    blindly (scikit-image's wavelet `estimate_sigma`, averaged over channels): unit-free, so
-    images of different value ranges mix. images: `dim`-D arrays (spatial...) or
-    (spatial..., C) of any shapes."""
+def relative_noise(image, dim: int = 2) -> float:
+    """Blind noise std of one image over its own std (scikit-image's wavelet `estimate_sigma`,
+    averaged over channels): unit-free. image: `dim`-D (spatial...) or (spatial..., C)."""
     from skimage.restoration import estimate_sigma
-    ratios = [float(estimate_sigma(np.asarray(x, np.float64), average_sigmas=True,
-                                   channel_axis=-1 if np.ndim(x) == dim + 1 else None))
-              / max(float(np.std(x)), 1e-12) for x in images]
-    return float(2 * np.sqrt(np.mean(np.square(ratios))))
+    x = np.asarray(image, np.float64)
+    sigma = estimate_sigma(x, average_sigmas=True, channel_axis=-1 if x.ndim == dim + 1 else None)
+    return float(sigma) / max(float(np.std(x)), 1e-12)
+
+
+def lmbd_estimated(images, dim: int = 2) -> float:
+    """lmbd = 2 x the noise std after `normalise_each`, each image's estimated blindly
+    (`relative_noise`), so that images of different value ranges mix."""
+    return float(2 * np.sqrt(np.mean([relative_noise(x, dim) ** 2 for x in images])))
 
 
 @dataclass(frozen=True)

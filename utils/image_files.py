@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets import Dataset, TestImage
+from .datasets import Dataset, TestImage, relative_noise
 from .image_utils import TIFF_SUFFIXES, find_images, read_image
 
 VALIDATION_CROP = 256  # largest validation crop per axis (the loss of whole crops, each save)
@@ -80,13 +80,6 @@ def normalise(image: np.ndarray, per_channel: bool) -> np.ndarray:
     axes = tuple(range(image.ndim - 1)) if per_channel else None
     mean, std = image.mean(axes), image.std(axes)
     return ((image - mean) / np.maximum(std, 1e-12)).astype(np.float32)
-
-
-def noise_estimate(image: np.ndarray) -> float:
-    """Blind estimate of the noise std of one (spatial..., C) image in its own units
-    (scikit-image's wavelet estimator, averaged over channels)."""
-    from skimage.restoration import estimate_sigma
-    return float(estimate_sigma(image, channel_axis=-1, average_sigmas=True))
 
 
 def central_crop(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -207,7 +200,7 @@ class ImageFiles(Dataset):
         size = lambda axis: f"{shapes[:, axis].min()}" + (
             f"-{shapes[:, axis].max()}" if shapes[:, axis].min() != shapes[:, axis].max() else '')
         sample = train[:: max(1, len(train) // 20)]
-        relative = np.median([noise_estimate(im) / max(float(im.std()), 1e-12) for im in sample])
+        relative = np.median([relative_noise(im, self.dim) for im in sample])
         return (f"training on {len(train)} image(s) from {len(files['train'])} file(s): "
                 f"{' x '.join(size(a) for a in range(self.dim))} pixels, "
                 f"{self.in_channels} channel(s), {', '.join(dtypes)}, values {low:g}..{high:g}; "
