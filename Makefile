@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU-sized demo run (2 cores, about 10 minutes): width 16, batch 16, equal total steps.
+# CPU-sized demo run (2 cores: about 3 minutes alone, installation included): width 16, batch 16.
 DEMO_FILTERS ?= 16
 DEMO_BATCH ?= 16
 DEMO_STEPS ?= 600
@@ -57,7 +57,7 @@ demo: venv
 	$(PY) report.py --n2s demo-N2S --n2sp demo-N2SP --out $(DEMO_OUT)
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 web: $(VENV)/.web-installed
 	$(PY) demo.py

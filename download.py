@@ -3,6 +3,7 @@
     python download.py --dataset bsd68                              # the original files (gdown)
     python download.py --dataset bsd68 --from ../shared/data/bsd68  # built from local PNG folders
     python download.py --dataset bsd68 --source dncnn               # built from the DnCNN repository's PNGs
+    python download.py --dataset bsd68-blind --from ../shared/data/bsd68  # training sigma 0..55
 
 BSD68 built from PNGs (--from or --source dncnn): utils/bsd68_build.py says how (fixed noise
 seed, 396 training + 4 validation images). Offline, a download fails with one line saying where
@@ -32,15 +33,20 @@ def fetch_drive(dataset, data_dir: str) -> None:
 
 
 def build_bsd68(args: argparse.Namespace) -> None:
-    """BSD68 built from PNG folders, local (--from) or downloaded (--source dncnn)."""
+    """BSD68 or bsd68-blind built from PNG folders, local (--from) or downloaded (--source
+    dncnn)."""
     from tqdm.auto import tqdm
 
     from utils import bsd68_build
-    folder = os.path.join(args.data_dir, 'BSD68')
+    from utils.datasets import BLIND_SIGMA
+    blind = args.dataset == 'bsd68-blind'
+    folder = os.path.join(args.data_dir, DATASETS[args.dataset].folder or 'BSD68')
+    sigma = BLIND_SIGMA if blind else bsd68_build.SIGMA
     if args.from_dir:
-        bsd68_build.build_bsd68(args.from_dir, folder)
+        bsd68_build.build_bsd68(args.from_dir, folder, sigma)
     else:
-        bsd68_build.build_from_dncnn(folder, progress=lambda jobs: tqdm(jobs, desc='fetching PNGs'))
+        bsd68_build.build_from_dncnn(folder, progress=lambda jobs: tqdm(jobs, desc='fetching PNGs'),
+                                     sigma=sigma)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -55,8 +61,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='bsd68 built from the PNG folders in DIR (train400/ and test68/, or a '
                         'DnCNN checkout)')
     args = p.parse_args(argv)
-    if (args.from_dir or args.source == 'dncnn') and args.dataset != 'bsd68':
-        p.error('--from and --source dncnn build bsd68 only')
+    built = ('bsd68', 'bsd68-blind')
+    if (args.from_dir or args.source == 'dncnn') and args.dataset not in built:
+        p.error('--from and --source dncnn build bsd68 and bsd68-blind only')
+    if args.dataset == 'bsd68-blind' and not (args.from_dir or args.source == 'dncnn'):
+        p.error('bsd68-blind is built from the BSD68 PNGs: pass --from DIR or --source dncnn')
     dataset = DATASETS[args.dataset]
     if dataset.available(args.data_dir):
         print(f'{args.dataset} is already in {args.data_dir}')

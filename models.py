@@ -370,17 +370,19 @@ class Noise2Same:
 
     def predict(self, image: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
                 checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
-                tta: bool = False) -> np.ndarray:
+                tta: bool = False, refine: bool = False) -> np.ndarray:
         """Denoise one image: (spatial...) for one channel, or (spatial..., C).
 
         Normalised by its own mean and std (per channel for normalisation='channel') unless
         given (scalars, or per channel; either may be given alone); reflect-padded
         to multiples of 2**depth, run with moving BN statistics, cropped and de-normalised.
         tta: average over the 8 flips and 90-degree rotations (8x the time).
+        refine: put back the signal in what the network removed (`utils.refine`; a Wiener
+        filter at the noise level estimated from the image, per channel; not in the original).
         Returns float32 of the input's shape.
         """
         self._restore_latest(checkpoint_path)
-        return self.predictor.predict(image, im_mean, im_std, resizer, tta)
+        return self.predictor.predict(image, im_mean, im_std, resizer, tta, refine)
 
     def batch_predict(self, images: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
                       checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
@@ -393,15 +395,16 @@ class Noise2Same:
     def crop_predict(self, image: np.ndarray, size: int, margin: int,
                      resizer: Optional[PadAndCropResizer] = None,
                      checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
-                     batch_size: int = 4, tta: bool = False) -> np.ndarray:
+                     batch_size: int = 4, tta: bool = False, refine: bool = False) -> np.ndarray:
         """Denoise a large image tile by tile: the last two spatial axes are cut into
         size x size tiles overlapping by 2*margin, of which each keeps its centre.
 
-        image: (spatial...) or (spatial..., C) as in `predict`; normalised as a whole.
+        image: (spatial...) or (spatial..., C) as in `predict`; normalised as a whole, refined
+        (see `predict`) as a whole.
         """
         self._restore_latest(checkpoint_path)
         return self.predictor.crop_predict(image, size, margin, im_mean, im_std, resizer,
-                                           batch_size, tta)
+                                           batch_size, tta, refine)
 
     # ---------------------------------------------------------------- export
 

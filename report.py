@@ -1,5 +1,6 @@
-"""The report of `make demo`: noisy input, NLM (scikit-image) and the trained N2S and N2SP models
-on the demo test images; prints one table and writes it (markdown and CSV) under results/demo/.
+"""The report of `make demo`: noisy input, NLM (scikit-image), the trained N2S and N2SP models and
+the default shipped model as test_single.py runs it (refined) on the demo test images; prints one
+table and writes it (markdown and CSV) under results/demo/.
 
     python report.py --n2s demo-N2S --n2sp demo-N2SP
 """
@@ -19,18 +20,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--dataset', default='demo', help='data set whose test images are scored')
     p.add_argument('--n2s', default='demo-N2S', help='Noise2Same model name')
     p.add_argument('--n2sp', default='demo-N2SP', help='Noise2SamePro model name')
+    p.add_argument('--default', default=cli.DEFAULT_MODEL,
+                   help='the model test_single.py uses by default, scored as it runs it')
     p.add_argument('--out', default='results/demo', help='folder of table.md and table.csv')
     args = p.parse_args(argv)
     cli.start_tensorflow(training=False)
-    from models import Noise2Same
+    from models import Noise2Same, load_model
 
     dataset = get_dataset(args.dataset, args.data_dir)
     images = dataset.test_images(args.data_dir)
-    for name in (args.n2s, args.n2sp):
+    for name in (args.n2s, args.n2sp, args.default):
         cli.require_checkpoint(args.model_dir, name, 'make demo')
     methods = {'noisy input': lambda x: x, 'NLM (scikit-image)': nlm}
     for label, name in (('Noise2Same', args.n2s), ('Noise2SamePro', args.n2sp)):
         methods[f'{label} ({name})'] = Noise2Same(args.model_dir, name).predict
+    default = load_model(args.model_dir, args.default)
+    refine = cli.DEFAULT_REFINE
+    methods[f"shipped {args.default}, as test_single.py runs it"
+            f"{' (refined)' if refine else ''}"] = lambda x: default.predict(x, refine=refine)
 
     rows = []
     for method, denoise in methods.items():

@@ -24,7 +24,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     dataset = cli.resolve_dataset(args, saved)
     settings = cli.training_settings(args, dataset, saved)
     record = cli.dataset_record(dataset, saved)
-    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'])
+    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'], record)
     cli.start_tensorflow(training=True)
     distribution = cli.distribution(args)  # before the first model: it may split the CPU
     from models import Noise2Same

@@ -37,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if pro_steps > steps:
         raise ValueError(f"--pro-steps {pro_steps} exceeds --steps {steps}")
     record = cli.dataset_record(dataset, saved)
-    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'])
+    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'], record)
     cli.start_tensorflow(training=True)
     from models import Noise2Same, Noise2SamePro
     fit = dict(validation=validation, batch_size=settings['batch_size'],

@@ -13,13 +13,13 @@ Writes curve.csv (run, step, hours, psnr, ssim) and curve.png: PSNR against trai
 (step x --seconds-per-step, a step time measured with nothing else running) when given for
 every run, else against the step.
 """
-import argparse
 import csv
 import glob
 import os
 import re
 from typing import Dict, List, Optional
 
+from benchmarks import finish_plot
 from utils import cli
 
 FIELDS = ['run', 'step', 'hours', 'psnr', 'ssim']
@@ -81,7 +81,6 @@ def plot(rows: List[Dict], seconds: Dict[str, float], path: str, title: str) -> 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from utils.files import atomic_write
     runs = sorted({r['run'] for r in rows})
     timed = all(run in seconds for run in runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -92,13 +91,7 @@ def plot(rows: List[Dict], seconds: Dict[str, float], path: str, title: str) -> 
     ax.set_xlabel('training time (hours, step x seconds per step alone)' if timed
                   else 'training step')
     ax.set_ylabel('test PSNR (dB)')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path, title, title_size=9)
 
 
 def seconds_per_step(pairs: Optional[List[str]]) -> Dict[str, float]:

@@ -1,6 +1,6 @@
 """Speed of training steps, prediction and the input pipeline, with a table and a JSON file.
 
-    python -m benchmarks.speed                   # width 96 and 32, batch 16, patch 64 (~2 min, 2 cores)
+    python -m benchmarks.speed                   # mixed shapes, then width 96 and 32, batch 16, patch 64
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
     python -m benchmarks.speed --mixed-shapes    # only the mixed-shape prediction pass
     python -m benchmarks.speed --train 32x16 64x16 --precision mixed_bfloat16   # only these steps
@@ -13,8 +13,8 @@ practical peak is a 4096x4096 float32 matrix product, in numpy and in TensorFlow
 the same run. Median, min and max over --steps timed steps after --warmup ones.
 
 Mixed shapes: `predict` on the 68 BSD68 test images in their order (481x321 and 321x481 mixed,
-as test.py scores them; random images of those shapes when BSD68 is not built), with and
-without --tta, by a shipped width-32 model, in child processes with oneDNN off and on
+as test.py scores them; random images of those shapes when BSD68 is not built), plain, refined
+and with --tta, by a shipped width-32 model, in child processes with oneDNN off and on
 (TF_ENABLE_ONEDNN_OPTS is read when TensorFlow starts). Warm-up: the first image only.
 """
 import subprocess
@@ -22,7 +22,6 @@ import sys
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -150,8 +149,9 @@ def mixed_shape_images(data_dir: str):
 
 def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
                        limit: Optional[int] = None) -> Dict:
-    """Seconds per image of `predict` over `mixed_shape_images` (the first `limit`), without
-    and with TTA (in this process, whose oneDNN setting the caller chose)."""
+    """Seconds per image of `predict` over `mixed_shape_images` (the first `limit`): plain,
+    refined (`refine=True`, test_single.py's default) and with TTA (in this process, whose
+    oneDNN setting the caller chose)."""
     import numpy as np
     from models import Noise2Same
     source, images = mixed_shape_images(data_dir)
@@ -160,11 +160,11 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
     result = {'images': f'{len(images)} {source}',
               'width': model.net_config['first_output_filters'],
               'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
-    for tta in (False, True):
-        model.predict(images[0], tta=tta)  # warm-up
-        times = [timed(lambda: model.predict(x, tta=tta), 1)[0] for x in images]
-        result['tta' if tta else 'plain'] = {'mean_s': float(np.mean(times)),
-                                            'total_s': float(np.sum(times)), **summary(times)}
+    for mode, options in (('plain', {}), ('refined', {'refine': True}), ('tta', {'tta': True})):
+        model.predict(images[0], **options)  # warm-up
+        times = [timed(lambda: model.predict(x, **options), 1)[0] for x in images]
+        result[mode] = {'mean_s': float(np.mean(times)), 'total_s': float(np.sum(times)),
+                        **summary(times)}
     return result
 
 
@@ -184,12 +184,13 @@ def mixed_shapes_children(model_dir: str, name: str, data_dir: str) -> List[Dict
 
 def mixed_table(rows: List[Dict]) -> str:
     lines = ['| mixed shapes, predict per image | oneDNN | s/image mean (median, max) | '
-             'total s | with --tta: s/image | total s |', '|---|---|---|---|---|---|']
+             'total s | refined: s/image | with --tta: s/image | total s |',
+             '|---|---|---|---|---|---|---|']
     for r in rows:
-        p, t = r['plain'], r['tta']
+        p, f, t = r['plain'], r['refined'], r['tta']
         lines.append(f"| {r['images']}, width {r['width']} | {r['onednn']} | {p['mean_s']:.3f} "
                      f"({p['median_s']:.3f}, {p['max_s']:.3f}) | {p['total_s']:.1f} | "
-                     f"{t['mean_s']:.3f} | {t['total_s']:.1f} |")
+                     f"{f['mean_s']:.3f} | {t['mean_s']:.3f} | {t['total_s']:.1f} |")
     return '\n'.join(lines)
 
 
@@ -250,7 +251,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cli.start_tensorflow(training=True)
         rows = [bench_training(w, b, args.steps, args.warmup, precision=args.precision)
                 for w, b in args.train]
-        results = {'machine': machine(), 'peak': matmul_peak(), 'training': rows,
+        results = {'machine': cli.machine_label(), 'peak': matmul_peak(), 'training': rows,
                    'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         print(table(results))
         write_json(args.out, results)
@@ -264,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     train = lambda width, **kw: bench_training(width, 16, args.steps, args.warmup, **kw)
     predict = lambda width, shape, **kw: bench_prediction(width, shape, args.steps, **kw)
     results = {
-        'machine': machine(),
+        'machine': cli.machine_label(),
         'peak': matmul_peak(),
         'training': [train(wide, split=True), train(narrow, split=True),
                      train(wide, precision='mixed_bfloat16'),
@@ -287,10 +288,6 @@ def width_by_batch(text: str) -> Tuple[int, int]:
     if width < 1 or batch < 1:
         raise argparse.ArgumentTypeError(f'{text!r}: width and batch must be positive')
     return width, batch
-
-
-def machine() -> str:
-    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
 
 
 def write_json(path: str, results: Dict) -> None:

@@ -87,7 +87,42 @@ def test_mixed_shape_pass_times_every_image_with_and_without_tta(tmp_path):
     result = speed.bench_mixed_shapes(str(ROOT / 'trained_models'), 'demo32-N2S',
                                       str(tmp_path), limit=3)
     assert result['images'] == '3 random' and result['width'] == 32
-    for key in ('plain', 'tta'):
+    for key in ('plain', 'refined', 'tta'):
         assert result[key]['total_s'] == pytest.approx(3 * result[key]['mean_s'])
     assert result['tta']['mean_s'] > result['plain']['mean_s']  # eight predictions, not one
     assert 'random, width 32' in speed.mixed_table([result])
+
+
+def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_path):
+    """Two BSD68 images at sigma 10, one model: the noisy row and the model rows equal numpy
+    recomputations with the documented noise draw; the NLM rows are cached for a rerun."""
+    from test_bsd68 import require_pngs
+    require_pngs()
+    from utils import bsd68_build
+    from utils.evaluation_utils import PSNR
+    data = tmp_path / 'data'
+    bsd68_build.build_bsd68(str(ROOT.parent / 'shared' / 'data' / 'bsd68'), str(data / 'BSD68'))
+    cmd = [sys.executable, '-m', 'benchmarks.noise_levels', '--images', '2', '--sigmas', '10',
+           '--names', 'demo32-N2S', '--no-bm3d', '--data-dir', str(data), '--out', str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / 'results.csv') as f:
+        rows = {(r['method'], r['image']): float(r['psnr']) for r in csv.DictReader(f)}
+    from models import load_model
+    from utils.datasets import DATASETS
+    from utils.refine import refine
+    model = load_model(str(ROOT / 'trained_models'), 'demo32-N2S')
+    rng = np.random.default_rng(9010)
+    for image in DATASETS['bsd68'].test_images(str(data))[:2]:
+        noisy = image.clean + rng.normal(0, 10, image.clean.shape)
+        assert rows[('noisy input', image.name)] == pytest.approx(PSNR(image.clean, noisy), abs=2e-3)
+        out = model.predict(noisy)
+        assert rows[('demo32-N2S', image.name)] == pytest.approx(PSNR(image.clean, out), abs=2e-3)
+        assert rows[('demo32-N2S --refine', image.name)] == pytest.approx(
+            PSNR(image.clean, refine(noisy, out)), abs=2e-3)
+    from benchmarks.noise_levels import Results
+    cached = Results(str(tmp_path / 'classical.csv'))
+    assert len(cached.cache) == 2  # NLM of each image; a rerun takes them from here
+    cached.classical('NLM (blind)', 10, image.name, image.clean, lambda: 1 / 0)  # not recomputed
+    table = (tmp_path / 'table.md').read_text()
+    assert '| demo32-N2S --refine |' in table and (tmp_path / 'noise_levels.png').stat().st_size

@@ -152,3 +152,31 @@ def test_a_dncnn_checkout_layout_is_found(tmp_path):
     assert bsd68_build.find_png_folders(str(tmp_path)) == (str(train), str(test))
     with pytest.raises(FileNotFoundError, match='no BSD68 PNG folders'):
         bsd68_build.find_png_folders(str(tmp_path / 'testsets'))
+
+
+def test_the_blind_variant_gives_each_training_image_its_documented_sigma(tmp_path):
+    """bsd68-blind: training image i gets sigma_i = 55 * default_rng([68, 2, i]).random() times
+    the same standard normal draw as BSD68; the test images are BSD68's (sigma 25)."""
+    require_pngs()
+    from utils.datasets import BLIND_SIGMA
+    folder = tmp_path / 'BSD68-blind'
+    assert bsd68_build.build_bsd68(str(PNGS), str(folder), BLIND_SIGMA)
+    train = np.load(folder / 'train/DCNN400_train_gaussian25.npy')
+    val = np.load(folder / 'val/DCNN400_validation_gaussian25.npy')
+    sigmas = []
+    for index, array, source in ((0, train[0], 'test_001.png'), (7, train[7], 'test_008.png'),
+                                 (399, val[3], 'test_400.png')):
+        sigma = BLIND_SIGMA[0] + (BLIND_SIGMA[1] - BLIND_SIGMA[0]) * np.random.default_rng(
+            [68, 2, index]).random()
+        expected = png(PNGS / 'train400' / source) + sigma * np.random.default_rng(
+            [68, 0, index]).standard_normal(array.shape)
+        np.testing.assert_array_equal(array, expected.astype(np.float32))
+        sigmas.append(sigma)
+    assert len({round(s, 3) for s in sigmas}) == 3
+    drawn = [bsd68_build.training_sigma(i, BLIND_SIGMA) for i in range(400)]
+    assert 0 <= min(drawn) < 3 and 52 < max(drawn) <= 55  # spread over the range
+    noisy = np.load(folder / 'test/bsd68_gaussian25.npy', allow_pickle=True)
+    clean = np.load(folder / 'test/bsd68_groundtruth.npy', allow_pickle=True)
+    residual = np.concatenate([(n - c).ravel() for n, c in zip(noisy, clean)])
+    assert abs(residual.std() - 25) < 0.1
+    assert DATASETS['bsd68-blind'].training_data(str(tmp_path))[0].shape == (396, 180, 180, 1)

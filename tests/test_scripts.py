@@ -95,7 +95,9 @@ def test_single_image_outputs_keep_dtype_and_never_touch_the_input(tmp_path, tin
     assert src.read_bytes() == before
     out = np.array(Image.open(tmp_path / 'in_denoised.png'))
     assert out.dtype == dtype and out.shape[:2] == (40, 30)
-    if mode == 'RGBA':  # a grey model denoises the luminance; alpha is kept
+    if mode in ('RGB', 'RGBA', 'P'):  # a grey model keeps colour (and alpha)
+        assert out.ndim == 3 and out.shape[-1] == (4 if mode == 'RGBA' else 3)
+    if mode == 'RGBA':
         np.testing.assert_array_equal(out[..., -1], pixels[..., 3])
     assert (tmp_path / 'in_figure.png').stat().st_size > 0
 
@@ -108,7 +110,8 @@ def test_single_image_clips_instead_of_wrapping(tmp_path, tiny_model):
     Image.fromarray(pixels).save(src)
     from models import Noise2Same
     raw = Noise2Same(str(tiny_model), 'tiny').predict(pixels.astype(np.float32))
-    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny')
+    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny',
+                 '--no-refine')
     assert result.returncode == 0, result.stderr[-2000:]
     out = np.array(Image.open(tmp_path / 'edge_denoised.png'))
     np.testing.assert_array_equal(out, np.clip(np.round(raw), 0, 255).astype(np.uint8))
@@ -144,7 +147,7 @@ def test_single_large_image_is_tiled_and_matches_whole_image_prediction(tmp_path
     src = tmp_path / 'large.png'
     Image.fromarray(pixels).save(src)
     result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny',
-                 '--tile-size', '512', '--margin', '32')
+                 '--tile-size', '512', '--margin', '32', '--no-refine')
     assert result.returncode == 0, result.stderr[-2000:]
     out = np.array(Image.open(tmp_path / 'large_denoised.png'))
     assert out.shape == pixels.shape
@@ -167,6 +170,31 @@ def test_single_with_defaults_uses_the_shipped_model_and_denoises(tmp_path):
     denoised = np.array(Image.open(tmp_path / 'photo_denoised.png')).astype(np.float64)
     assert (tmp_path / 'photo_figure.png').exists()
     assert PSNR(clean, denoised) > PSNR(clean, noisy) + 3  # a trained denoiser, not a copy
+
+
+def test_single_refines_by_default_and_keeps_a_colour_photo_in_colour(tmp_path):
+    """The default: the shipped model's output refined (utils/refine.py), in colour; at low
+    noise the result beats the noisy input, which the bare network does not."""
+    from skimage import data
+    from utils.evaluation_utils import PSNR
+    from utils.refine import refine
+    clean = data.astronaut()[100:228, 150:310].astype(np.float64)
+    noisy = np.clip(np.round(clean + np.random.default_rng(8).normal(0, 5, clean.shape)), 0, 255)
+    src = tmp_path / 'colour.png'
+    Image.fromarray(noisy.astype(np.uint8)).save(src)
+    result = run(ROOT / 'test_single.py', src, '--colour', 'channels')
+    assert result.returncode == 0, result.stderr[-2000:]
+    refined = np.array(Image.open(tmp_path / 'colour_denoised.png')).astype(np.float64)
+    assert refined.shape == clean.shape  # colour in, colour out
+    assert np.abs(refined[..., 0] - refined[..., 2]).mean() > 5  # not grey
+    from models import load_model
+    from utils.cli import DEFAULT_MODEL
+    model = load_model(str(ROOT / 'trained_models'), DEFAULT_MODEL)
+    plain = [model.predict(noisy[..., c]) for c in range(3)]
+    bare = np.clip(np.round(np.stack(plain, -1)), 0, 255)  # what --no-refine writes
+    want = np.stack([refine(noisy[..., c], plain[c]) for c in range(3)], -1)
+    assert np.mean(np.abs(refined - np.clip(np.round(want), 0, 255)) <= 1) > 0.99
+    assert PSNR(clean, refined) > PSNR(clean, noisy) > PSNR(clean, bare)
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

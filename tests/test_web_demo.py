@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from utils.cli import DEFAULT_MODEL, DEFAULT_REFINE
 
 gradio_client = pytest.importorskip('gradio_client', reason='web extras not installed '
                                     '(pip install -r requirements-web.txt)')
@@ -18,21 +19,23 @@ MODEL = 'demo32-N2S'
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    """demo.py serving a model folder with the shipped model and one without a checkpoint."""
+    """demo.py serving a model folder with two shipped models (the default one among them)
+    and one without a checkpoint."""
     from benchmarks.web import running_demo
     base = tmp_path_factory.mktemp('web')
     models = base / 'models'
     models.mkdir()
-    os.symlink(ROOT / 'trained_models' / MODEL, models / MODEL)
+    for name in {MODEL, DEFAULT_MODEL}:
+        os.symlink(ROOT / 'trained_models' / name, models / name)
     (models / 'no-checkpoint').mkdir()
     with running_demo(str(models), str(base / 'data')) as url:
         yield url, base
 
 
-def denoise(url, path, model=MODEL, sigma=0):
+def denoise(url, path, model=MODEL, sigma=0, refine=DEFAULT_REFINE):
     client = gradio_client.Client(url, verbose=False)
     return client.predict(gradio_client.handle_file(str(path)), model, sigma, False, False,
-                          api_name='/denoise')
+                          refine, api_name='/denoise')
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,8 +44,8 @@ def shipped_model():
     return Noise2Same(str(ROOT / 'trained_models'), MODEL)
 
 
-def expected(image: np.ndarray) -> np.ndarray:
-    return shipped_model().predict(image.astype(np.float64))
+def expected(image: np.ndarray, refine: bool = DEFAULT_REFINE) -> np.ndarray:
+    return shipped_model().predict(image.astype(np.float64), refine=refine)
 
 
 def test_a_float_tiff_comes_back_as_predict_gives_it(server, tmp_path):
@@ -52,12 +55,14 @@ def test_a_float_tiff_comes_back_as_predict_gives_it(server, tmp_path):
     image = (100 + 40 * np.sin(np.arange(96)[:, None] / 9) + rng.normal(0, 25, (96, 160))
              ).astype(np.float32)
     tifffile.imwrite(tmp_path / 'float.tif', image)
-    _, path, report = denoise(url, tmp_path / 'float.tif')
-    assert path.endswith('float_denoised.tif') and MODEL in report
-    out = tifffile.imread(path)
-    assert out.dtype == np.float32 and out.shape == image.shape
-    want = np.clip(expected(image), image.min(), image.max())  # clipped to the input's range
-    assert np.max(np.abs(out - want)) <= 1e-5 * (image.max() - image.min())
+    for refine in (True, False):
+        _, path, report = denoise(url, tmp_path / 'float.tif', refine=refine)
+        assert path.endswith('float_denoised.tif') and MODEL in report
+        assert ('refined' in report) == refine
+        out = tifffile.imread(path)
+        assert out.dtype == np.float32 and out.shape == image.shape
+        want = np.clip(expected(image, refine), image.min(), image.max())  # the input's range
+        assert np.max(np.abs(out - want)) <= 1e-4 * (image.max() - image.min())
 
 
 def test_bad_input_gets_a_message_and_the_server_keeps_serving(server, tmp_path):
@@ -158,8 +163,9 @@ def test_under_load_it_answers_correctly_and_its_folders_stay_bounded(tmp_path):
 
 
 def test_the_page_in_a_browser(server):
-    """Headless Chromium uploads an example, waits for the result and takes a screenshot
-    (results/web_demo.png, shown in the README)."""
+    """Headless Chromium uploads an example, waits for the result with the default model and
+    settings, lets the page settle and takes a screenshot (results/web_demo.png, in the
+    README)."""
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     if chromium is None:
         if os.environ.get('N2S_REQUIRE_BROWSER') == '1':
@@ -174,7 +180,9 @@ def test_the_page_in_a_browser(server):
         page.goto(url)
         page.locator('#upload input[type=file]').set_input_files(str(example))
         page.locator('#denoise').click()
-        page.locator('#report').get_by_text(MODEL).wait_for(timeout=60000)
+        page.locator('#report').get_by_text(DEFAULT_MODEL).wait_for(timeout=60000)
+        page.wait_for_load_state('networkidle')
+        page.wait_for_timeout(2000)  # transitions end: no washed-out half-faded images
         os.makedirs(ROOT / 'results', exist_ok=True)
         page.screenshot(path=str(ROOT / 'results' / 'web_demo.png'), full_page=True)
         assert page.locator('#compare img').count() >= 1

@@ -2,19 +2,21 @@
 
 Both are blind like Noise2Same: the noise level comes from scikit-image's `estimate_sigma`
 (BM3D can also be given the true sigma, its best case).
-Input and output: one grey image (H, W), float, any value range (0..255 in the benchmarks).
+Input and output: one grey image (H, W), float, any value range (0..255 in the benchmarks);
+`nlm` with channel_axis=-1 and `bm3d_rgb` take colour images (H, W, 3).
 """
 from typing import Optional
 
 import numpy as np
 
 
-def nlm(noisy: np.ndarray) -> np.ndarray:
-    """scikit-image's non-local means (fast mode, 5x5 patches, search distance 6, h = 0.8 sigma)."""
+def nlm(noisy: np.ndarray, channel_axis: Optional[int] = None) -> np.ndarray:
+    """scikit-image's non-local means (fast mode, 5x5 patches, search distance 6, h = 0.8 sigma;
+    sigma estimated, averaged over the channels of a colour image with channel_axis=-1)."""
     from skimage.restoration import denoise_nl_means, estimate_sigma
-    sigma = float(estimate_sigma(noisy))
+    sigma = float(estimate_sigma(noisy, channel_axis=channel_axis, average_sigmas=True))
     return denoise_nl_means(noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5,
-                            patch_distance=6)
+                            patch_distance=6, channel_axis=channel_axis)
 
 
 def bm3d(noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
@@ -26,3 +28,11 @@ def bm3d(noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
     bm3d_package = import_extra('bm3d', 'the BM3D baseline')
     sigma = float(estimate_sigma(noisy)) if sigma is None else float(sigma)
     return np.asarray(bm3d_package.bm3d(noisy, sigma_psd=sigma), np.float32)
+
+
+def bm3d_rgb(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """The `bm3d` package's colour BM3D (opponent colour space) of (H, W, 3) at the noise std
+    `sigma` of each RGB value."""
+    from .cli import import_extra
+    bm3d_package = import_extra('bm3d', 'the BM3D baseline')
+    return np.asarray(bm3d_package.bm3d_rgb(noisy, sigma), np.float32)

@@ -12,6 +12,12 @@ module makes the same layout from the PNGs with a fixed noise draw, identical on
 Noise: image i of split s ('train' = the 400 training PNGs, 'test' = the 68) gets
 sigma * numpy.random.default_rng([NOISE_SEED, SPLITS.index(s), i]).standard_normal(shape),
 added in float64 and stored as float32, unclipped.
+
+The blind variant (`bsd68-blind`, folder BSD68-blind) gives training image i its own sigma,
+lo + (hi - lo) * numpy.random.default_rng([NOISE_SEED, 2, i]).random() for the range (lo, hi)
+= datasets.BLIND_SIGMA (0..55), with the same noise draw as above scaled by it; its test
+images are those of BSD68 (sigma 25). Only the noisy images are stored: training never sees
+the clean PNGs.
 """
 import os
 import shutil
@@ -81,6 +87,15 @@ def read_pngs(folder: str, names: Sequence[str],
     return images
 
 
+def training_sigma(index: int, sigma, seed: int = NOISE_SEED) -> float:
+    """The noise sigma of training image `index`: `sigma` itself, or for a range (lo, hi) its
+    own uniform draw from default_rng([seed, 2, index])."""
+    if np.isscalar(sigma):
+        return float(sigma)
+    lo, hi = sigma
+    return float(lo + (hi - lo) * np.random.default_rng([seed, 2, index]).random())
+
+
 def add_noise(image: np.ndarray, split: str, index: int, sigma: float = SIGMA,
               seed: int = NOISE_SEED) -> np.ndarray:
     """image (H, W) on 0..255 plus the fixed Gaussian draw of (split, index): float32, unclipped."""
@@ -90,10 +105,15 @@ def add_noise(image: np.ndarray, split: str, index: int, sigma: float = SIGMA,
 
 
 def make_arrays(train_pngs: Sequence[np.ndarray], test_pngs: Sequence[np.ndarray],
-                sigma: float = SIGMA, seed: int = NOISE_SEED) -> Dict[str, np.ndarray]:
-    """The four arrays of FILES from the uint8 PNGs (400 training, 68 test)."""
-    noisy = lambda pngs, split: [add_noise(x, split, i, sigma, seed) for i, x in enumerate(pngs)]
-    noisy_train = np.stack(noisy(train_pngs, 'train'))
+                sigma=SIGMA, seed: int = NOISE_SEED) -> Dict[str, np.ndarray]:
+    """The four arrays of FILES from the uint8 PNGs (400 training, 68 test); `sigma` of the
+    training images: one value (also the test images') or a range (lo, hi), one draw per
+    image (`training_sigma`; the test images then keep SIGMA)."""
+    test_sigma = sigma if np.isscalar(sigma) else SIGMA
+    noisy_train = np.stack([add_noise(x, 'train', i, training_sigma(i, sigma, seed), seed)
+                            for i, x in enumerate(train_pngs)])
+    noisy = lambda pngs, split: [add_noise(x, split, i, test_sigma, seed)
+                                 for i, x in enumerate(pngs)]
     as_objects = lambda arrays: np.array(list(arrays) + [None], dtype=object)[:-1]
     return {'train': noisy_train[:-N_VALIDATION], 'val': noisy_train[-N_VALIDATION:],
             'test': as_objects(noisy(test_pngs, 'test')),
@@ -119,8 +139,9 @@ def write_dataset(arrays: Dict[str, np.ndarray], folder: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_bsd68(source: str, folder: str, sigma: float = SIGMA, seed: int = NOISE_SEED) -> bool:
-    """Build the data set from the PNG folders in `source` into `folder`.
+def build_bsd68(source: str, folder: str, sigma=SIGMA, seed: int = NOISE_SEED) -> bool:
+    """Build the data set from the PNG folders in `source` into `folder` (`sigma`: as for
+    `make_arrays`).
 
     Returns False (and writes nothing) when `folder` already holds a complete data set; a
     non-empty incomplete `folder` is an error, so nothing is ever overwritten."""
@@ -159,9 +180,10 @@ def fetch_dncnn_pngs(dest: str, progress=None) -> str:
     return dest
 
 
-def build_from_dncnn(folder: str, cache: Optional[str] = None, progress=None) -> bool:
+def build_from_dncnn(folder: str, cache: Optional[str] = None, progress=None,
+                     sigma=SIGMA) -> bool:
     """Download the PNGs (into `cache`, default <folder>-pngs) and build the data set."""
     if is_complete(folder):
         return False
     cache = cache or f'{folder.rstrip(os.sep)}-pngs'
-    return build_bsd68(fetch_dncnn_pngs(cache, progress), folder)
+    return build_bsd68(fetch_dncnn_pngs(cache, progress), folder, sigma)

@@ -5,6 +5,7 @@ errors are instant, and quietly (utils/tf_setup.py; N2S_TF_LOGS=1 shows its log 
 """
 import argparse
 import csv
+import itertools
 import os
 import signal
 import sys
@@ -22,7 +23,11 @@ from .tf_setup import import_tensorflow, use_onednn
 DATA_DIR = 'Denoising_data/'
 MODEL_DIR = 'trained_models/'
 SEED = 666
-DEFAULT_MODEL = 'bsd68-N2S'  # the best shipped model: test_single.py's and the web demo's default
+# test_single.py's and the web demo's defaults: the shipped model and setting best over sigma
+# 5..50 in `python -m benchmarks.noise_levels` (results/noise_levels/table.md: refined, above
+# the network alone at every sigma; bsd68-N2SP 0.03 dB above bsd68-N2S on average)
+DEFAULT_MODEL = 'bsd68-N2SP'
+DEFAULT_REFINE = True
 
 
 def run(main: Callable[[Optional[List[str]]], None]) -> None:
@@ -331,12 +336,17 @@ def dataset_record(dataset: Dataset, saved: Dict) -> Dict:
     return record
 
 
-def training_data(dataset: Dataset, data_dir: str, patch_size: List[int]):
+def training_data(dataset: Dataset, data_dir: str, patch_size: List[int], record: Dict):
     """(training images, validation images or None) of a data set, normalised; image files
-    are checked against the patch size and summarised first."""
+    are checked against the patch size and summarised first. Adds the range of the images'
+    relative noise to `record` (settings.json training.relative_noise, `fit.noise_range`)."""
+    from .fit import noise_range
     if isinstance(dataset, ImageFiles):
-        return dataset.training_data(patch_size=patch_size, verbose=True)
-    return dataset.training_data(data_dir)
+        images, validation = dataset.training_data(patch_size=patch_size, verbose=True)
+    else:
+        images, validation = dataset.training_data(data_dir)
+    record['relative_noise'] = noise_range(images, dataset.dim)
+    return images, validation
 
 
 def require_checkpoint(model_dir: str, name: str, how: str) -> None:
@@ -347,6 +357,20 @@ def require_checkpoint(model_dir: str, name: str, how: str) -> None:
     if latest_checkpoint(path) is None:
         raise CheckpointError(f"no checkpoint in {path}: train one with '{how}' or pass "
                               f"--model-dir/--name of an existing model")
+
+
+def machine_label() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else `platform`) and core count, for labelling
+    measured figures."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            name = next(line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return f'{name}, {os.cpu_count()} cores'
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -374,6 +398,9 @@ def test_main(argv: Optional[List[str]], doc: str, name: str, train_command: str
     p.add_argument('--tta', action='store_true',
                    help='test-time self-ensemble: average over the 8 flips and 90-degree '
                         'rotations (8x the time; off in the original protocol)')
+    p.add_argument('--refine', action='store_true',
+                   help='also score the outputs refined by utils/refine.py (a Wiener filter on '
+                        'what the network removed; not the original protocol), printed beside')
     args = p.parse_args(argv)
     start_tensorflow(training=False)
     from models import Noise2Same
@@ -389,17 +416,21 @@ def test_main(argv: Optional[List[str]], doc: str, name: str, train_command: str
                        precision=args.precision)
     progress = lambda images: tqdm(images, desc=f'testing {args.name}', unit='image',
                                    mininterval=1 if sys.stderr.isatty() else 30)
-    rows = list(dataset.evaluate(model, args.data_dir, progress=progress, tta=args.tta))
+    rows = list(dataset.evaluate(model, args.data_dir, progress=progress, tta=args.tta,
+                                 refine=args.refine))
+    kinds = [('', '')] + ([('_refined', ' --refine')] if args.refine else [])
     if args.verbose:
         for row in rows:
-            print(f"{row['group'] + ' ' if row['group'] else ''}{row['image']}: "
-                  f"PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
+            print(f"{row['group'] + ' ' if row['group'] else ''}{row['image']}: " + ', '.join(
+                f"PSNR{label} {row['psnr' + key]:.2f} dB, SSIM{label} {row['ssim' + key]:.4f}"
+                for key, label in kinds))
     groups = sorted({row['group'] for row in rows})
-    for group in groups:
+    for group, (key, label) in itertools.product(groups, kinds):
         chosen = [row for row in rows if row['group'] == group]
-        label = f'{dataset.name} {group}'.strip()
-        print(f"{label}: mean PSNR {np.mean([r['psnr'] for r in chosen]):.2f} dB, mean SSIM "
-              f"{np.mean([r['ssim'] for r in chosen]):.4f} over {len(chosen)} images "
-              f"({args.model_dir.rstrip('/')}/{args.name}{', TTA' if args.tta else ''})")
+        name = f'{dataset.name} {group}'.strip()
+        print(f"{name}{label}: mean PSNR {np.mean([r['psnr' + key] for r in chosen]):.2f} dB, "
+              f"mean SSIM {np.mean([r['ssim' + key] for r in chosen]):.4f} over {len(chosen)} "
+              f"images ({args.model_dir.rstrip('/')}/{args.name}{', TTA' if args.tta else ''}"
+              f"{', refined: not the original protocol' if key else ''})")
     if args.csv:
         write_csv_atomic(args.csv, rows)

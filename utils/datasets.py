@@ -134,15 +134,29 @@ class Dataset:
     def test_images(self, data_dir: str) -> List[TestImage]:
         raise NotImplementedError
 
-    def score(self, model, image: TestImage, tta: bool = False) -> Dict[str, float]:
+    def score(self, model, image: TestImage, tta: bool = False,
+              refine: bool = False) -> Dict[str, float]:
         """Denoise one test image (tta: with the 8-fold self-ensemble) and score it:
-        {'psnr': ..., 'ssim': ...}."""
+        {'psnr': ..., 'ssim': ...}; refine: also 'psnr_refined', 'ssim_refined' of the output
+        refined by `utils.refine` (not part of the original protocol)."""
         raise NotImplementedError
 
-    def evaluate(self, model, data_dir: str, progress=None, tta: bool = False) -> Iterator[Dict]:
+    def evaluate(self, model, data_dir: str, progress=None, tta: bool = False,
+                 refine: bool = False) -> Iterator[Dict]:
         images = self.test_images(data_dir)
         for image in (progress(images) if progress else images):
-            yield {'image': image.name, 'group': image.group, **self.score(model, image, tta)}
+            yield {'image': image.name, 'group': image.group,
+                   **self.score(model, image, tta, refine)}
+
+    @staticmethod
+    def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool,
+                channel_axis: Optional[int] = None) -> List[Tuple[str, np.ndarray]]:
+        """[(key suffix, prediction)]: ('', the network's output) and, with refine,
+        ('_refined', its `utils.refine` refinement against `noisy`, in the same units)."""
+        if not refine:
+            return [('', pred)]
+        from .refine import refine as wiener
+        return [('', pred), ('_refined', wiener(noisy, pred, channel_axis=channel_axis))]
 
 
 class BSD68(Dataset):
@@ -170,9 +184,28 @@ class BSD68(Dataset):
         return [TestImage(f'{i:02d}', np.asarray(n, np.float32), np.asarray(c, np.float32))
                 for i, (n, c) in enumerate(zip(noisy, clean))]
 
-    def score(self, model, image, tta=False):
+    def score(self, model, image, tta=False, refine=False):
         pred = model.predict(image.noisy, tta=tta)
-        return {'psnr': PSNR(image.clean, pred), 'ssim': SSIM(image.clean, pred)}
+        scores = {}
+        for key, out in self.outputs(image.noisy, pred, refine):
+            scores.update({'psnr' + key: PSNR(image.clean, out), 'ssim' + key: SSIM(image.clean, out)})
+        return scores
+
+
+class BlindBSD68(BSD68):
+    """BSD68 whose training images each have their own noise sigma, uniform in BLIND_SIGMA
+    (one draw per image, `bsd68_build`); the test images keep sigma 25 (the BSD68 protocol).
+    For models that learn many noise levels (train with --noise-sigma auto)."""
+
+    def root(self, data_dir):
+        return os.path.join(data_dir, self.folder)
+
+    def missing_message(self, path):
+        return (f"missing {path}: build it with 'python download.py --dataset {self.name} "
+                f"--from DIR' (the BSD68 PNG folders, e.g. ../shared/data/bsd68)")
+
+
+BLIND_SIGMA = (0.0, 55.0)  # the noise sigma range of bsd68-blind's training images (0..255)
 
 
 class Demo(BSD68):
@@ -262,11 +295,14 @@ class ImageNet(Dataset):
         return [TestImage(os.path.basename(f), np.asarray(p[1], np.float32),
                           np.asarray(p[0], np.float32)) for f, p in zip(files, pairs)]
 
-    def score(self, model, image, tta=False):
+    def score(self, model, image, tta=False, refine=False):
         pred = model.predict(image.noisy, im_mean=image.noisy.mean((0, 1)),
                              im_std=image.noisy.std((0, 1)), tta=tta)
-        pred = (pred - pred.min()) / (pred.max() - pred.min()) * 255
-        return {'psnr': PSNR(image.clean, pred), 'ssim': SSIM(image.clean, pred)}
+        scores = {}
+        for key, out in self.outputs(image.noisy, pred, refine, channel_axis=-1):
+            out = (out - out.min()) / (out.max() - out.min()) * 255
+            scores.update({'psnr' + key: PSNR(image.clean, out), 'ssim' + key: SSIM(image.clean, out)})
+        return scores
 
 
 class HanZi(Dataset):
@@ -285,16 +321,18 @@ class HanZi(Dataset):
         return [TestImage(f'{i:05d}', t[3].astype(np.float32), t[0].astype(np.float32) * 255)
                 for i, t in enumerate(tiles)]
 
-    def evaluate(self, model, data_dir, progress=None, tta=False):
+    def evaluate(self, model, data_dir, progress=None, tta=False, refine=False):
         images = self.test_images(data_dir)
         stack = np.stack([im.noisy for im in images])
         mean, std = stack.mean(), stack.std()  # batch_predict's normalisation, also with TTA
         preds = [model.predict(x, im_mean=mean, im_std=std, tta=True) for x in stack] if tta \
             else model.batch_predict(stack)
         for image, pred in zip(progress(images) if progress else images, preds):
-            pred = (pred - pred.min()) / (pred.max() - pred.min()) * 255
-            yield {'image': image.name, 'group': '', 'psnr': PSNR(image.clean, pred),
-                   'ssim': SSIM(image.clean, pred)}
+            row = {'image': image.name, 'group': ''}
+            for key, out in self.outputs(image.noisy, pred, refine):
+                out = (out - out.min()) / (out.max() - out.min()) * 255
+                row.update({'psnr' + key: PSNR(image.clean, out), 'ssim' + key: SSIM(image.clean, out)})
+            yield row
 
 
 class Planaria(Dataset):
@@ -317,11 +355,14 @@ class Planaria(Dataset):
                 out.append(TestImage(os.path.basename(gt_file), noisy, gt, condition))
         return out
 
-    def score(self, model, image, tta=False):
+    def score(self, model, image, tta=False, refine=False):
         x = PercentileNormalizer(2, 99.8).before(image.noisy, 'ZYX')
         pred = model.crop_predict(x, 256, 32, im_mean=0, im_std=1, tta=tta)
-        nrmse, psnr, ssim = get_scores(image.clean, pred)
-        return {'psnr': psnr, 'ssim': ssim, 'nrmse': nrmse}
+        scores = {}
+        for key, out in self.outputs(x, pred, refine):
+            nrmse, psnr, ssim = get_scores(image.clean, out)
+            scores.update({'psnr' + key: psnr, 'ssim' + key: ssim, 'nrmse' + key: nrmse})
+        return scores
 
 
 _BSD_TRAINING = {'patch_size': [64, 64], 'batch_size': 64, 'steps': 3000, 'pro_steps': 500,
@@ -330,6 +371,9 @@ _BSD_TRAINING = {'patch_size': [64, 64], 'batch_size': 64, 'steps': 3000, 'pro_s
 DATASETS: Dict[str, Dataset] = {d.name: d for d in [
     BSD68('bsd68', '', training=_BSD_TRAINING,
           description='BSD68, Gaussian sigma 25 (Noise2Void files)'),
+    BlindBSD68('bsd68-blind', 'BSD68-blind', training=_BSD_TRAINING,
+               description=f'BSD68 training images with sigma uniform in '
+                           f'{BLIND_SIGMA[0]:g}..{BLIND_SIGMA[1]:g}, one per image; test sigma 25'),
     Demo('demo', 'demo', training=_BSD_TRAINING,
          description="scikit-image photographs, Gaussian sigma 25, built offline"),
     ImageNet('imagenet', 'ImageNet', in_channels=3, training={

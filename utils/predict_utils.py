@@ -176,8 +176,10 @@ class Predictor:
         self.per_channel = per_channel
 
     def predict(self, image: np.ndarray, im_mean=None, im_std=None,
-                resizer: Optional[PadAndCropResizer] = None, tta: bool = False) -> np.ndarray:
-        """One image, whole: float32 of the input's shape."""
+                resizer: Optional[PadAndCropResizer] = None, tta: bool = False,
+                refine: bool = False) -> np.ndarray:
+        """One image, whole: float32 of the input's shape. refine: `utils.refine.refine` the
+        output (per channel, noise level estimated from the image)."""
         x, added = self.channels_last(image)
         mean, std = self.normalisers(x, im_mean, im_std)
         resizer = resizer or PadAndCropResizer()
@@ -186,7 +188,7 @@ class Predictor:
             padded = resizer.before(z, self.multiple, exclude=-1)
             return resizer.after(self.run(padded[None])[0], exclude=-1)
         out = self._ensemble(denoise, (x - mean) / std, tta) * std + mean
-        return (out[..., 0] if added else out).astype(np.float32)
+        return self._finish(x, out, added, refine)
 
     def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
                       resizer: Optional[PadAndCropResizer] = None,
@@ -202,7 +204,7 @@ class Predictor:
 
     def crop_predict(self, image: np.ndarray, size: int, margin: int, im_mean=None, im_std=None,
                      resizer: Optional[PadAndCropResizer] = None, batch_size: int = 4,
-                     tta: bool = False) -> np.ndarray:
+                     tta: bool = False, refine: bool = False) -> np.ndarray:
         """A large image tile by tile: the last two spatial axes are cut into size x size tiles
         overlapping by 2*margin, of which each keeps its centre; normalised as a whole."""
         x, added = self.channels_last(image)
@@ -210,6 +212,14 @@ class Predictor:
         resizer = resizer or PadAndCropResizer()
         tiled = lambda z: self._tiles(z, size, margin, resizer, batch_size)
         out = self._ensemble(tiled, (x - mean) / std, tta) * std + mean
+        return self._finish(x, out, added, refine)
+
+    @staticmethod
+    def _finish(x: np.ndarray, out: np.ndarray, added: bool, refine: bool) -> np.ndarray:
+        """out (spatial..., C), refined against the input x when asked, in the input's shape."""
+        if refine:
+            from .refine import refine as wiener
+            out = wiener(x, out, channel_axis=-1)
         return (out[..., 0] if added else out).astype(np.float32)
 
     def _ensemble(self, denoise, x: np.ndarray, tta: bool) -> np.ndarray:

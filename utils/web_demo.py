@@ -18,9 +18,10 @@ import numpy as np
 from . import image_utils
 from .adapt import ADAPT_SECONDS, ADAPT_STEPS, adapted
 from .checkpoint_utils import latest_checkpoint
-from .cli import DEFAULT_MODEL
+from .cli import DEFAULT_MODEL, DEFAULT_REFINE
 from .evaluation_utils import PSNR, SSIM
 from .files import atomic_write
+from .fit import unfit_message
 
 MAX_PIXELS = 25_000_000  # larger uploads are refused (test_single.py tiles any size)
 MAX_UPLOAD = '200mb'  # Gradio refuses larger uploads before storing them
@@ -121,11 +122,13 @@ class DenoiseService:
 
     def denoise(self, path: str, name: str, sigma: float = 0.0, tta: bool = False, seed: int = 0,
                 progress: Callable[[float, str], None] = lambda fraction, text: None,
-                adapt_steps: int = 0) -> Result:
-        """Denoise the image file `path` with model `name`; with sigma > 0 the image is taken
-        as clean, Gaussian noise of that std (on the 0..255 scale) is added first, and PSNR
-        and SSIM against it are reported. adapt_steps > 0: first adapt the model to the image
-        (`utils.adapt`; the loaded model gets its weights back afterwards). Bad input raises
+                adapt_steps: int = 0, refine: bool = DEFAULT_REFINE) -> Result:
+        """Denoise the image file `path` with model `name` (colour stays colour); with
+        sigma > 0 the image is taken as clean, Gaussian noise of that std (on the 0..255
+        scale) is added first, and PSNR and SSIM against it are reported. adapt_steps > 0:
+        first adapt the model to the image (`utils.adapt`; the loaded model gets its weights
+        back afterwards). refine: `utils.refine` the output. The report says when the image's
+        noise lies outside the model's training range (`utils.fit`). Bad input raises
         ValueError with a readable message."""
         if not path or not os.path.isfile(path):
             raise ValueError("no image given: upload a PNG, JPEG or TIFF file")
@@ -149,18 +152,20 @@ class DenoiseService:
         started = time.time()
         with self._lock:
             model = self.model(name)
-            x = image_utils.model_input(image, model.in_channels)
+            grey = image_utils.model_input(image, model.in_channels, keep_colour=False)
+            note = unfit_message(name, model.saved, grey, model.dim, self.model_dir,
+                                 os.path.basename(path))
             step = lambda done, steps: progress(0.2 + 0.6 * done / steps,
                                                 f'adapting to the image: step {done}/{steps}')
-            with adapted(model, x, adapt_steps, progress=step) if adapt_steps else \
+            with adapted(model, grey, adapt_steps, progress=step) if adapt_steps else \
                     contextlib.nullcontext():
-                x, denoised = image_utils.denoise(model, image, tta=tta)
+                x, denoised = image_utils.denoise(model, image, tta=tta, refine=refine)
         seconds = time.time() - started
         progress(0.9, 'writing')
         out = self._write(path, image_utils.output_pixels(denoised, image))
         prune(self.cache_dir, self.keep, self.started)
         report = (f"{name}: {x.shape[1]}x{x.shape[0]} pixels" +
-                  (", self-ensemble" if tta else '') +
+                  (", self-ensemble" if tta else '') + (", refined" if refine else '') +
                   (f", adapted to the image for {adapt_steps} steps" if adapt_steps else '') +
                   f", {seconds:.1f} s")
         if clean is not None:
@@ -170,6 +175,8 @@ class DenoiseService:
             report += (f"; Gaussian noise sigma {sigma:g} added. PSNR / SSIM against the clean "
                        f"upload: noisy {self._scores(reference, x, data_range)}, denoised "
                        f"{self._scores(reference, denoised, data_range)}")
+        if note:
+            report += '. ' + note[0].upper() + note[1:]
         return Result(to_view(x, low, high), to_view(denoised, low, high), out, report)
 
     @staticmethod
@@ -219,11 +226,12 @@ def build_app(service: DenoiseService, examples: List[List]):
     """The Gradio page in front of `service`."""
     import gradio as gr
 
-    def run(path, name, sigma, tta, adapt, progress=gr.Progress()):
+    def run(path, name, sigma, tta, adapt, refine=DEFAULT_REFINE, progress=gr.Progress()):
         try:
             result = service.denoise(path, name, float(sigma or 0), bool(tta),
                                      progress=lambda f, text: progress(f, desc=text),
-                                     adapt_steps=ADAPT_STEPS if adapt else 0)
+                                     adapt_steps=ADAPT_STEPS if adapt else 0,
+                                     refine=bool(refine))
         except (ValueError, OSError) as error:
             raise gr.Error(str(error).strip().splitlines()[0] if str(error).strip()
                            else type(error).__name__)
@@ -246,6 +254,9 @@ def build_app(service: DenoiseService, examples: List[List]):
                 adapt = gr.Checkbox(False, label=f'adapt the model to this image first '
                                     f'({ADAPT_STEPS} training steps: about {ADAPT_SECONDS} s on '
                                     f'2 CPU cores; nothing is saved)')
+                refine = gr.Checkbox(DEFAULT_REFINE, label='refine: put back the detail the network '
+                                     'removed with the noise (a Wiener filter at the noise level '
+                                     'estimated from the image)')
                 button = gr.Button('Denoise', variant='primary', elem_id='denoise')
             with gr.Column(scale=2):
                 compare = gr.ImageSlider(label='input | denoised (drag the slider)', type='numpy',
@@ -253,6 +264,6 @@ def build_app(service: DenoiseService, examples: List[List]):
                 download = gr.File(label='denoised image (input bit depth)', elem_id='download')
                 report = gr.Markdown(elem_id='report')
         gr.Examples(examples, inputs=[upload, sigma])
-        button.click(run, [upload, model, sigma, tta, adapt], [compare, download, report],
+        button.click(run, [upload, model, sigma, tta, adapt, refine], [compare, download, report],
                      api_name='denoise', concurrency_limit=2)
     return app

@@ -1,0 +1,135 @@
+"""The documentation (README.md and docs/) against the repository: relative links and their
+anchors, file paths, and the flags of every `python SCRIPT.py` / `python -m MODULE` command."""
+import functools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+DOCS = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
+# written by the commands the docs describe (data sets, make demo, exports), not committed
+GENERATED = ('Denoising_data/', 'results/demo/', 'results/speed.json', 'exported/', 'runs/',
+             'trained_models/demo-N2S', 'trained_models/N2S', '../shared/')
+PATH_SUFFIXES = ('.py', '.md', '.png', '.csv', '.json', '.txt', '.npy', '.yaml', '.zip')
+NOT_PATHS = ('loss_metric/',)  # TensorBoard tags
+
+
+def placeholder(token: str) -> bool:
+    """NAME, DIR, SCRIPT.py, BSD68/: a component in capitals stands for the reader's own."""
+    return any(re.fullmatch(r'[A-Z][A-Z0-9_]{2,}', part) for part in re.split(r'[/.]', token))
+
+
+def markdown(path: Path) -> str:
+    return path.read_text()
+
+
+def prose(text: str) -> str:
+    """The text outside fenced code blocks."""
+    return re.sub(r'```.*?```', '', text, flags=re.S)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r'[`*_]', '', heading.strip().lower())
+    text = re.sub(r'[^\w\- ]', '', text)
+    return text.replace(' ', '-')
+
+
+def anchors(path: Path) -> set:
+    return {slug(line.lstrip('#')) for line in prose(markdown(path)).splitlines()
+            if line.startswith('#')}
+
+
+def test_the_readme_fits_a_screenful_and_has_both_commands_first():
+    text = markdown(ROOT / 'README.md')
+    assert len(text.splitlines()) <= 150
+    first_screen = '\n'.join(text.splitlines()[:45])
+    for needle in ('make demo', 'make test', 'test_single.py', 'train.py --images'):
+        assert needle in first_screen, needle
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda p: p.name)
+def test_relative_links_and_anchors_exist(doc):
+    broken = []
+    for target in re.findall(r'\]\(([^)\s]+)\)', prose(markdown(doc))):
+        if re.match(r'[a-z]+://', target) or target.startswith('mailto:'):
+            continue
+        file, _, anchor = target.partition('#')
+        path = (doc.parent / file).resolve() if file else doc
+        if not path.exists():
+            broken.append(target)
+        elif anchor and path.suffix == '.md' and anchor not in anchors(path):
+            broken.append(target)
+    assert not broken, f'{doc.name}: broken links {broken}'
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda p: p.name)
+def test_file_paths_in_the_text_exist(doc):
+    missing = []
+    for code in re.findall(r'`([^`\n]+)`', prose(markdown(doc))):
+        for token in code.split():
+            token = token.strip('(),;:')
+            looks_like_path = ('/' in token or token.endswith(PATH_SUFFIXES)) and \
+                re.fullmatch(r'[\w.\-/]+', token) and not token.startswith(('-', '/', 'http'))
+            if not looks_like_path or token.startswith(GENERATED + NOT_PATHS) or \
+                    placeholder(token):
+                continue
+            if token.count('/') == 0 and not token.endswith('.py') or \
+                    token.count('/') == 1 and token.endswith('/'):
+                continue  # a bare name (a model's settings.json, its eval/) names no place
+            module, _, attribute = token.rpartition('.')
+            if '/' in token and not token.endswith(PATH_SUFFIXES) and attribute.isidentifier():
+                token = module + '.py'  # utils/baselines.nlm: a function of utils/baselines.py
+            if not ((ROOT / token).exists() or (doc.parent / token).exists()):
+                missing.append(token)
+    assert not missing, f'{doc.name}: paths that do not exist: {sorted(set(missing))}'
+
+
+def commands(text: str):
+    """(script or module, [flags]) of every `python X.py ...` / `python -m X ...` command, code
+    blocks included (continuation lines joined)."""
+    text = text.replace('\\\n', ' ')
+    for match in re.finditer(r'python3?\s+(-m\s+[\w.]+|[\w/]+\.py)([^\n`|;&#]*)', text):
+        target = match.group(1)
+        flags = re.findall(r'(?<![\w-])(--[a-z][a-z0-9-]*)', match.group(2))
+        yield target.replace('-m', '').strip(), flags
+
+
+@functools.lru_cache(maxsize=None)
+def help_flags(target: str) -> frozenset:
+    cmd = [sys.executable, '-m', target] if not target.endswith('.py') else \
+        [sys.executable, str(ROOT / target)]
+    out = subprocess.run(cmd + ['--help'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f'{target} --help failed: {out.stderr[-500:]}'
+    return frozenset(re.findall(r'(--[a-z][a-z0-9-]*)', out.stdout))
+
+
+OUR_SCRIPTS = {p.name for p in ROOT.glob('*.py')}
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda p: p.name)
+def test_every_documented_flag_is_one_the_script_takes(doc):
+    unknown = []
+    for target, flags in commands(markdown(doc)):
+        ours = target in OUR_SCRIPTS or target.startswith(('benchmarks.', 'utils.'))
+        if not ours or not flags or placeholder(target):
+            continue
+        known = help_flags(target)
+        unknown += [f'{target} {flag}' for flag in flags if flag not in known]
+    assert not unknown, f'{doc.name}: flags no --help lists: {sorted(set(unknown))}'
+
+
+def test_the_checks_catch_what_they_should(tmp_path):
+    """The checkers themselves: a renamed flag, a missing file and a broken anchor are found."""
+    assert list(commands('run `python train.py --nosuch 3`')) == [('train.py', ['--nosuch'])]
+    assert '--nosuch' not in help_flags('train.py') and '--steps' in help_flags('train.py')
+    assert slug("N2SP's guard: *on*") == 'n2sps-guard-on'
+    doc = tmp_path / 'x.md'
+    doc.write_text('# A title\n\n[ok](#a-title) [bad](#b) [gone](nothing.md)\n')
+    found = [t for t in re.findall(r'\]\(([^)\s]+)\)', prose(markdown(doc)))
+             if t.partition('#')[2] not in anchors(doc) or not (doc.parent / t.partition('#')[0]).exists()]
+    assert found == ['#b', 'nothing.md']

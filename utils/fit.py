@@ -1,0 +1,115 @@
+"""Does a model fit an image? Its training noise range against the image's noise level.
+
+Noise levels here are relative: the blind noise std over the image's std
+(`datasets.relative_noise`), the quantity a model sees after its per-image normalisation, so
+they compare across value ranges. Training records the range of its images (5th to 95th
+percentile) in settings.json as training.relative_noise = [low, high]; `test_single.py` and
+the web demo print one line when an image lies outside it by more than FIT_MARGIN, naming the
+models of the same folder that fit.
+
+    python -m utils.fit trained_models/bsd68-N2S   # record the range of a model trained before
+"""
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .datasets import relative_noise
+
+FIT_MARGIN = 1.5  # an image fits when low / FIT_MARGIN <= its noise <= high * FIT_MARGIN
+MAX_IMAGES = 200  # images measured for the range (a seeded sample of larger sets)
+
+
+def noise_range(images: Sequence[np.ndarray], dim: int = 2, seed: int = 0) -> List[float]:
+    """[5th, 95th percentile] of the relative noise of training images ((spatial...[, C]) each;
+    a seeded sample of MAX_IMAGES when there are more)."""
+    chosen = range(len(images))
+    if len(images) > MAX_IMAGES:
+        chosen = sorted(np.random.default_rng(seed).choice(len(images), MAX_IMAGES, replace=False))
+    values = [relative_noise(np.squeeze(np.asarray(images[i]), axis=-1)
+                             if np.shape(images[i])[-1] == 1 else images[i], dim) for i in chosen]
+    low, high = np.percentile(values, [5, 95])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def trained_range(settings: dict) -> Optional[Tuple[float, float]]:
+    """The recorded (low, high) of a model's settings, or None (trained before it was kept)."""
+    value = settings.get('training', {}).get('relative_noise')
+    return (float(value[0]), float(value[1])) if value else None
+
+
+def fits(noise: float, bounds: Tuple[float, float]) -> bool:
+    return bounds[0] / FIT_MARGIN <= noise <= bounds[1] * FIT_MARGIN
+
+
+def fitting_models(model_dir: str, noise: float, dim: int, in_channels: int) -> List[str]:
+    """Models in model_dir for images of `dim` and `in_channels` whose range fits `noise`."""
+    from .checkpoint_utils import read_settings
+    names = []
+    for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []:
+        try:
+            settings = read_settings(os.path.join(model_dir, name)) or {}
+        except Exception:  # an unreadable model is not a suggestion
+            continue
+        bounds = trained_range(settings)
+        if bounds and settings.get('dim') == dim and settings.get('in_channels') == in_channels \
+                and fits(noise, bounds):
+            names.append(name)
+    return names
+
+
+def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_dir: str,
+                  label: str) -> Optional[str]:
+    """One line when `image` ((spatial...) or (spatial..., C)) lies outside the noise range of
+    the model `name` (its `settings`), else None (also when no range is recorded)."""
+    bounds = trained_range(settings)
+    if bounds is None:
+        return None
+    noise = relative_noise(image, dim)
+    if fits(noise, bounds):
+        return None
+    side = 'below' if noise < bounds[0] else 'above'
+    others = [n for n in fitting_models(model_dir, noise, dim, settings.get('in_channels', 1))
+              if n != name]
+    advice = (f"models that fit: {', '.join(others)} (--name)" if others else
+              "no model in " + model_dir.rstrip('/') + " fits; train one on such images "
+              "(train.py --images ...)")
+    return (f"note: {label}: estimated noise {noise:.2f} x the image's std, {side} the "
+            f"{bounds[0]:.2f}-{bounds[1]:.2f} that {name} was trained on; {advice}")
+
+
+def warn_if_unfit(model, image: np.ndarray, model_dir: str, label: str) -> Optional[str]:
+    """Print (and return) `unfit_message` for a loaded model."""
+    message = unfit_message(model.name, model.saved, image, model.dim, model_dir, label)
+    if message:
+        print(message)
+    return message
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    from . import cli
+    p = cli.new_parser(__doc__)
+    p.add_argument('model', help='a model directory whose settings.json names its data set')
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='folder of the data sets')
+    args = p.parse_args(argv)
+    cli.start_tensorflow(training=False)  # quietly: checkpoint_utils imports it
+    from .checkpoint_utils import SETTINGS_FILE, read_settings, write_json_atomic
+    settings = read_settings(args.model)
+    if not settings:
+        raise ValueError(f"{args.model} has no {SETTINGS_FILE}")
+    training = settings.get('training', {})
+    if training.get('dataset') == 'files':
+        from .image_files import from_files
+        dataset = from_files(training['images'])
+        images = dataset.training_data(patch_size=training['patch_size'])[0]
+    else:
+        images = cli.get_dataset(training.get('dataset', 'bsd68'), args.data_dir).training_data(
+            args.data_dir)[0]
+    settings['training']['relative_noise'] = noise_range(images, settings.get('dim', 2))
+    write_json_atomic(os.path.join(args.model, SETTINGS_FILE), settings)
+    print(f"{args.model}: training.relative_noise = {settings['training']['relative_noise']}")
+
+
+if __name__ == '__main__':
+    from .cli import run
+    run(main)
