@@ -275,7 +275,8 @@ def colour_benchmark(args, out: str) -> None:
         images = [(name, clean, x) for (name, clean), x in zip(photos, noisy)]
         for name, clean, x in images:
             results.add(NOISY, sigma, name, clean, x, 0.0)
-            results.classical('colour NLM (blind)', sigma, name, clean, lambda: nlm(x, channel_axis=-1))
+            results.classical('colour NLM (blind)', sigma, name, clean,
+                              lambda: nlm(x, channel_axis=-1))
             if not args.no_bm3d:
                 results.classical('colour BM3D (known sigma)', sigma, name, clean,
                                   lambda: bm3d_rgb(x, sigma))

@@ -63,7 +63,8 @@ def test_refine_gives_back_what_an_over_smoothing_denoiser_took_and_keeps_a_good
 def test_the_window_grows_with_the_noise_and_bad_calls_are_refused():
     levels = [0.01, 0.2, 0.4, 0.5, 0.65, 0.9, 5.0]
     windows = [window_for(r) for r in levels]
-    assert windows == sorted(windows) and windows[0] == WINDOWS[0][1] and windows[-1] == WINDOWS[-1][1]
+    assert windows == sorted(windows)
+    assert windows[0] == WINDOWS[0][1] and windows[-1] == WINDOWS[-1][1]
     with pytest.raises(ValueError, match='differ in shape'):
         refine(np.zeros((8, 8)), np.zeros((8, 9)))
     with pytest.raises(ValueError, match='at least 1'):

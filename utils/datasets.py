@@ -188,7 +188,8 @@ class BSD68(Dataset):
         pred = model.predict(image.noisy, tta=tta)
         scores = {}
         for key, out in self.outputs(image.noisy, pred, refine):
-            scores.update({'psnr' + key: PSNR(image.clean, out), 'ssim' + key: SSIM(image.clean, out)})
+            scores.update({'psnr' + key: PSNR(image.clean, out),
+                           'ssim' + key: SSIM(image.clean, out)})
         return scores
 
 
@@ -301,7 +302,8 @@ class ImageNet(Dataset):
         scores = {}
         for key, out in self.outputs(image.noisy, pred, refine, channel_axis=-1):
             out = (out - out.min()) / (out.max() - out.min()) * 255
-            scores.update({'psnr' + key: PSNR(image.clean, out), 'ssim' + key: SSIM(image.clean, out)})
+            scores.update({'psnr' + key: PSNR(image.clean, out),
+                           'ssim' + key: SSIM(image.clean, out)})
         return scores
 
 
@@ -331,7 +333,8 @@ class HanZi(Dataset):
             row = {'image': image.name, 'group': ''}
             for key, out in self.outputs(image.noisy, pred, refine):
                 out = (out - out.min()) / (out.max() - out.min()) * 255
-                row.update({'psnr' + key: PSNR(image.clean, out), 'ssim' + key: SSIM(image.clean, out)})
+                row.update({'psnr' + key: PSNR(image.clean, out),
+                            'ssim' + key: SSIM(image.clean, out)})
             yield row
 
 

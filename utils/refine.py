@@ -46,8 +46,9 @@ def window_for(relative_noise: float) -> int:
     return WINDOWS[-1][1]
 
 
-def refine(noisy: np.ndarray, denoised: np.ndarray, sigma: Union[None, float, Sequence[float]] = None,
-           window: Optional[int] = None, channel_axis: Optional[int] = None) -> np.ndarray:
+def refine(noisy: np.ndarray, denoised: np.ndarray,
+           sigma: Union[None, float, Sequence[float]] = None, window: Optional[int] = None,
+           channel_axis: Optional[int] = None) -> np.ndarray:
     """Put back the signal part of noisy - denoised (see the module docstring).
 
     noisy, denoised: the same shape, (spatial...) or (spatial..., C) with channel_axis=-1.

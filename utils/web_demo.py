@@ -254,9 +254,9 @@ def build_app(service: DenoiseService, examples: List[List]):
                 adapt = gr.Checkbox(False, label=f'adapt the model to this image first '
                                     f'({ADAPT_STEPS} training steps: about {ADAPT_SECONDS} s on '
                                     f'2 CPU cores; nothing is saved)')
-                refine = gr.Checkbox(DEFAULT_REFINE, label='refine: put back the detail the network '
-                                     'removed with the noise (a Wiener filter at the noise level '
-                                     'estimated from the image)')
+                refine = gr.Checkbox(DEFAULT_REFINE, label='refine: put back the detail the '
+                                     'network removed with the noise (a Wiener filter at the '
+                                     'noise level estimated from the image)')
                 button = gr.Button('Denoise', variant='primary', elem_id='denoise')
             with gr.Column(scale=2):
                 compare = gr.ImageSlider(label='input | denoised (drag the slider)', type='numpy',
