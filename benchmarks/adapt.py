@@ -15,12 +15,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from benchmarks.noise_levels import noisy_images
 from utils import cli
-
-
-def noisy_images(clean: List[np.ndarray], sigma: float) -> List[np.ndarray]:
-    rng = np.random.default_rng(9000 + int(sigma))
-    return [c + rng.normal(0, sigma, c.shape) for c in clean]
 
 
 def main(argv: Optional[List[str]] = None) -> None:

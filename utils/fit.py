@@ -26,8 +26,7 @@ def noise_range(images: Sequence[np.ndarray], dim: int = 2, seed: int = 0) -> Li
     chosen = range(len(images))
     if len(images) > MAX_IMAGES:
         chosen = sorted(np.random.default_rng(seed).choice(len(images), MAX_IMAGES, replace=False))
-    values = [relative_noise(np.squeeze(np.asarray(images[i]), axis=-1)
-                             if np.shape(images[i])[-1] == 1 else images[i], dim) for i in chosen]
+    values = [relative_noise(images[i], dim) for i in chosen]
     low, high = np.percentile(values, [5, 95])
     return [round(float(low), 4), round(float(high), 4)]
 
@@ -44,12 +43,12 @@ def fits(noise: float, bounds: Tuple[float, float]) -> bool:
 
 def fitting_models(model_dir: str, noise: float, dim: int, in_channels: int) -> List[str]:
     """Models in model_dir for images of `dim` and `in_channels` whose range fits `noise`."""
-    from .checkpoint_utils import read_settings
+    from .checkpoint_utils import CheckpointError, read_settings
     names = []
     for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []:
         try:
             settings = read_settings(os.path.join(model_dir, name)) or {}
-        except Exception:  # an unreadable model is not a suggestion
+        except CheckpointError:  # an unreadable model is not a suggestion
             continue
         bounds = trained_range(settings)
         if bounds and settings.get('dim') == dim and settings.get('in_channels') == in_channels \
