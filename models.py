@@ -45,6 +45,19 @@ MASKINGS = ('gaussian', 'donut')
 NORMALISATIONS = ('image', 'channel')
 _DEFAULTS = {'dim': 2, 'in_channels': 1, 'masking': 'gaussian', 'mask_perc': 0.5}
 TERMS = training_loop.TERMS
+PER_IMAGE = training_loop.PER_IMAGE
+
+
+def haar_noise_std(x: tf.Tensor) -> tf.Tensor:
+    """Blind noise std of each image of a batch (B, spatial..., C) -> (B,): the median absolute
+    finest diagonal Haar coefficient over the last two spatial axes / 0.6745 (Donoho's MAD
+    estimate, as skimage's estimate_sigma does with another wavelet); exact for white noise
+    on a flat image, above it where the image has fine texture."""
+    h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
+    diagonal = (x[..., 0:h:2, 0:w:2, :] - x[..., 0:h:2, 1:w:2, :]
+                - x[..., 1:h:2, 0:w:2, :] + x[..., 1:h:2, 1:w:2, :]) / 2.0
+    values = tf.sort(tf.reshape(tf.abs(diagonal), [tf.shape(x)[0], -1]), axis=-1)
+    return tf.stop_gradient(values[:, tf.shape(values)[1] // 2] / 0.6745)
 
 
 def safe_sqrt(x: tf.Tensor) -> tf.Tensor:
@@ -233,16 +246,31 @@ class Noise2Same:
         """
         masked_pred = self.model(self.masked_input(features, noise, mask), training=training)
         raw_pred = self.model(features, training=training)
-        sums = tf.stack([tf.reduce_sum(tf.square(raw_pred - features)),
-                         tf.cast(tf.size(features), tf.float32),
-                         tf.reduce_sum(tf.square(raw_pred - masked_pred) * mask),
-                         tf.reduce_sum(tf.square(features - masked_pred) * mask),
-                         tf.reduce_sum(mask)])
-        return sums, raw_pred, masked_pred
+        return self.sums(features, mask, raw_pred, masked_pred), raw_pred, masked_pred
+
+    @staticmethod
+    def sums(features, mask, raw_pred, masked_pred, per_image: bool = False) -> tf.Tensor:
+        """The five sums of `loss_sums` over the batch (5,), or with per_image over each
+        image's own pixels (B, 5)."""
+        axes = list(range(1, features.shape.rank)) if per_image else None
+        count = (tf.cast(tf.size(features), tf.float32) if not per_image else
+                 tf.fill(tf.shape(features)[:1], tf.cast(tf.size(features[0]), tf.float32)))
+        return tf.stack([tf.reduce_sum(tf.square(raw_pred - features), axes), count,
+                         tf.reduce_sum(tf.square(raw_pred - masked_pred) * mask, axes),
+                         tf.reduce_sum(tf.square(features - masked_pred) * mask, axes),
+                         tf.reduce_sum(mask, axes)], axis=-1)
 
     @staticmethod
     def terms_from_sums(sums: tf.Tensor) -> Dict[str, tf.Tensor]:
-        """{'reconstruction', 'invariance', 'blind_spot'}: the means of `loss_sums`' sums."""
+        """{'reconstruction', 'invariance', 'blind_spot'}: the means of `loss_sums`' sums;
+        from per-image rows (B, 6) (Noise2SamePro per_image) the batch's, and under
+        PER_IMAGE each image's reconstruction, invariance and estimated noise std (B,)."""
+        if sums.shape.rank == 2:
+            terms = Noise2Same.terms_from_sums(tf.reduce_sum(sums[:, :5], 0))
+            terms[PER_IMAGE] = {'reconstruction': sums[:, 0] / sums[:, 1],
+                                'invariance': sums[:, 2] / tf.maximum(sums[:, 4], 1.0),
+                                'noise_std': sums[:, 5]}
+            return terms
         n_masked = tf.maximum(sums[4], 1.0)
         return {'reconstruction': sums[0] / sums[1], 'invariance': sums[2] / n_masked,
                 'blind_spot': sums[3] / n_masked}
@@ -274,6 +302,7 @@ class Noise2Same:
         with self._frozen_statistics():
             terms, _, _ = self.loss_terms(*args, training=training)
             terms['loss'] = self.loss(terms)
+        terms.pop(PER_IMAGE, None)
         return {k: float(v) for k, v in terms.items()}
 
     @contextmanager
@@ -430,32 +459,56 @@ class Noise2SamePro(Noise2Same):
     stops the collapse to the identity (rec -> 0, sigma -> 0) seen from an N2S model trained
     with a small lmbd. The floor is stored in settings.json and kept when training resumes.
     sigma_grad and guard default to the saved model's (an N2SP one), else True.
+
+    per_image=True (not in the original; for training images of mixed noise levels): one sigma
+    per image of the batch, loss = mean_i(rec_i + 2 sigma_i sqrt(inv_i)), sigma_i = sqrt(rec_i)
+    over image i's own pixels; its guard floors sigma_i at GUARD_FRACTION of the image's own
+    blind noise estimate (`haar_noise_std`) instead of at one level for all. Default: the saved
+    model's, else False.
     """
 
     GUARD_BATCHES = 8
+    GUARD_FRACTION = 0.5
 
     def __init__(self, *args, sigma_grad: Optional[bool] = None, guard: Optional[bool] = None,
-                 sigma_floor: Optional[float] = None, **kwargs):
+                 sigma_floor: Optional[float] = None, per_image: Optional[bool] = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if self.saved.get('class') != type(self).__name__:  # e.g. phase one's Noise2Same
             self.saved = {k: v for k, v in self.saved.items()
-                          if k not in ('sigma_grad', 'guard', 'sigma_floor')}
+                          if k not in ('sigma_grad', 'guard', 'sigma_floor', 'per_image')}
         self.sigma_grad = bool(self._setting('sigma_grad', sigma_grad, True))
         self.guard = bool(self._setting('guard', guard, True))
+        self.per_image = bool(self._setting('per_image', per_image, False))
         floor = self._setting('sigma_floor', to_builtin(sigma_floor), None)
-        self.sigma_floor = floor if self.guard else None
+        self.sigma_floor = floor if self.guard and not self.per_image else None
+
+    def loss_sums(self, features, noise, mask, training: bool):
+        """As Noise2Same's; with per_image one row per image (B, 6): its five sums and its
+        blind noise estimate (`haar_noise_std`, for the guard)."""
+        if not self.per_image:
+            return super().loss_sums(features, noise, mask, training)
+        masked_pred = self.model(self.masked_input(features, noise, mask), training=training)
+        raw_pred = self.model(features, training=training)
+        rows = self.sums(features, mask, raw_pred, masked_pred, per_image=True)
+        rows = tf.concat([rows, haar_noise_std(features)[:, None]], axis=1)
+        return rows, raw_pred, masked_pred
 
     def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        sigma = safe_sqrt(terms['reconstruction'])
+        each = terms.get(PER_IMAGE)
+        rec, inv = (each or terms)['reconstruction'], (each or terms)['invariance']
+        sigma = safe_sqrt(rec)
         if not self.sigma_grad:
             sigma = tf.stop_gradient(sigma)
-        if self.sigma_floor is not None:
+        if each is not None and self.guard:
+            sigma = tf.maximum(sigma, self.GUARD_FRACTION * each['noise_std'])
+        elif self.sigma_floor is not None:
             sigma = tf.maximum(sigma, float(self.sigma_floor))
-        return terms['reconstruction'] + 2.0 * sigma * safe_sqrt(terms['invariance'])
+        return tf.reduce_mean(rec + 2.0 * sigma * safe_sqrt(inv))
 
     def before_training(self, images, patch_size: Sequence[int], batch_size: int) -> None:
         """With the guard on and no floor yet: measure it on the coming training batches."""
-        if self.guard and self.sigma_floor is None:
+        if self.guard and self.sigma_floor is None and not self.per_image:
             self.sigma_floor = self.sigma_estimate(images, patch_size, batch_size)
             print(f"N2SP guard: sigma estimate floored at {self.sigma_floor:.4f} (sqrt of the "
                   f"reconstruction term at step {int(self.global_step.numpy())})")
@@ -472,7 +525,7 @@ class Noise2SamePro(Noise2Same):
 
     def settings(self) -> dict:
         return {**super().settings(), 'sigma_grad': self.sigma_grad, 'guard': self.guard,
-                'sigma_floor': self.sigma_floor}
+                'sigma_floor': self.sigma_floor, 'per_image': self.per_image}
 
 
 def load_model(base_dir: str, name: str, **kwargs) -> Noise2Same:

@@ -24,6 +24,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--no-guard', action='store_true',
                    help='the original N2SP loss; by default the sigma estimate is floored at its '
                         'value when phase two starts, which prevents a collapse to the identity')
+    p.add_argument('--per-image', action='store_true',
+                   help='N2SP phase: one sigma estimate per image of the batch, for training '
+                        'images of mixed noise levels (not in the original)')
     args = p.parse_args(argv)
     saved = cli.saved_settings(args)
     dataset = cli.resolve_dataset(args, saved)
@@ -58,7 +61,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     # phase two: the same checkpoint (weights, optimizer state, step) with the N2SP loss
     model = Noise2SamePro(args.model_dir, args.name,
                           sigma_grad=False if args.no_sigma_grad else None,
-                          guard=False if args.no_guard else None, **common)
+                          guard=False if args.no_guard else None,
+                          per_image=True if args.per_image else None, **common)
     trained += model.train(images, settings['patch_size'], steps=steps, init_from=init_from, **fit)
     cli.exit_if_nothing_trained(trained)
 

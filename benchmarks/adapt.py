@@ -1,17 +1,23 @@
-"""What adapting to the image (`test_single.py --adapt`) gains: BSD68 test images at several
-noise levels, PSNR without and with adaptation per model, against the noisy input and NLM.
+"""What adapting to the image (`test_single.py --adapt`) gains: BSD68 images at several noise
+levels, PSNR without and with adaptation per model (plain and refined, as test_single.py
+denoises by default), against the noisy input and NLM.
 
-    python -m benchmarks.adapt                                  # 10 images, sigma 5 25 50, ~1 h on 2 cores
-    python -m benchmarks.adapt --images 3 --sigmas 5 --lrs 4e-5 2e-4 --steps 50 100
+    python -m benchmarks.adapt                          # 10 test images, sigma 5 25 50 (~1 h, 2 cores)
+    python -m benchmarks.adapt --tune --from ../shared/data/bsd68 --lrs 2e-5 4e-5 1e-4 2e-4 \
+        --steps 25 50 100 200                           # choose lr and steps on validation images
 
-Noise: numpy default_rng(9000 + sigma), Gaussian, float, unclipped, drawn for the images in
-their order (the first N of the 68, as the noise-level benchmark draws them). Seconds per
-image are the adaptation and prediction of one image (tracing included), on this machine,
-with whatever else runs beside (say so when quoting them). Writes a Markdown table and a CSV.
+One adaptation per image, learning rate and model runs to the largest of --steps; the image
+is denoised after each listed step count on the way. Test images: the first --images of the 68,
+noise numpy default_rng(9000 + sigma) as the noise-level benchmark draws it. --tune: the four
+held-out BSD68 validation images (test_397 .. test_400 of the training PNGs, never trained on),
+default_rng(9100 + sigma), so that the defaults of utils.adapt are not chosen on test images.
+Seconds per image: adaptation to the largest step count plus prediction, tracing included, on
+this machine with whatever else runs beside it (say so when quoting them). Writes Markdown and
+CSV (adapt.* or tune_adapt.*) under --out.
 """
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -19,21 +25,60 @@ from benchmarks.noise_levels import noisy_images
 from utils import cli
 
 
+def validation_clean(from_dir: str) -> List[np.ndarray]:
+    """The held-out BSD68 validation images (clean, float64 on 0..255)."""
+    from utils import bsd68_build
+    train_dir, _ = bsd68_build.find_png_folders(from_dir)
+    pngs = bsd68_build.read_pngs(train_dir, bsd68_build.TRAIN_NAMES, bsd68_build.TRAIN_SHAPES)
+    return [np.asarray(c, np.float64) for c in pngs[-bsd68_build.N_VALIDATION:]]
+
+
+def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray],
+                 steps: Sequence[int], lr: float) -> Dict[int, Dict[str, float]]:
+    """{steps: {'plain': mean PSNR, 'refined': mean PSNR, 'seconds': s/image}} of adapting
+    `model` to each noisy image with `lr` (steps=0: not adapted)."""
+    from utils import adapt
+    from utils.evaluation_utils import PSNR
+    from utils.refine import refine
+    wanted = sorted(set(steps))
+    scores = {s: {'plain': [], 'refined': []} for s in [0] + wanted}
+    started = time.time()
+    for c, x in zip(clean, noisy):
+        def score(done: int, _total: int = 0) -> None:
+            if done in scores:
+                f = model.predict(x)
+                scores[done]['plain'].append(PSNR(c, f))
+                scores[done]['refined'].append(PSNR(c, refine(x, f)))
+        score(0)
+        with adapt.adapted(model, x, wanted[-1], lr, progress=score):
+            pass
+    seconds = (time.time() - started) / len(clean)
+    return {s: {'plain': float(np.mean(v['plain'])), 'refined': float(np.mean(v['refined'])),
+                'seconds': seconds} for s, v in scores.items()}
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     p = cli.new_parser(__doc__)
-    p.add_argument('--names', nargs='+', default=[cli.DEFAULT_MODEL, 'bsd68-N2SP'],
-                   help='models under --model-dir')
+    p.add_argument('--names', nargs='+', default=None,
+                   help=f'models under --model-dir (default: {cli.DEFAULT_MODEL} and bsd68-N2S)')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the models')
     p.add_argument('--data-dir', default=cli.DATA_DIR, help='where BSD68 is built')
     p.add_argument('--images', type=cli.positive_int, default=10, help='first N test images')
     p.add_argument('--sigmas', type=float, nargs='+', default=[5, 25, 50],
                    help='noise std on 0..255')
     p.add_argument('--steps', type=cli.positive_int, nargs='+', default=None,
-                   help='adaptation steps (default: utils.adapt.ADAPT_STEPS)')
+                   help='adaptation steps to score (default: utils.adapt.ADAPT_STEPS)')
     p.add_argument('--lrs', type=float, nargs='+', default=None,
                    help='adaptation learning rates (default: utils.adapt.ADAPT_LR)')
+    p.add_argument('--tune', action='store_true',
+                   help='score the held-out validation images instead of test images')
+    p.add_argument('--from', dest='from_dir', default=None,
+                   help='--tune: the BSD68 PNG folders (as for download.py --from)')
     p.add_argument('--out', default='results/adapt', help='output folder')
     args = p.parse_args(argv)
+    if args.tune and not args.from_dir:
+        raise ValueError("--tune reads the clean validation PNGs: pass --from DIR (the folder "
+                         "download.py --from took, e.g. ../shared/data/bsd68)")
     cli.start_tensorflow(training=False)
     from models import load_model
     from utils import adapt
@@ -41,42 +86,49 @@ def main(argv: Optional[List[str]] = None) -> None:
     from utils.datasets import DATASETS
     from utils.evaluation_utils import PSNR
 
-    clean = [im.clean for im in DATASETS['bsd68'].test_images(args.data_dir)][:args.images]
-    steps_list = args.steps or [adapt.ADAPT_STEPS]
+    if args.tune:
+        clean, seed, what = validation_clean(args.from_dir), 9100, 'the 4 validation images'
+    else:
+        clean = [im.clean for im in DATASETS['bsd68'].test_images(args.data_dir)][:args.images]
+        seed, what = 9000, f'the first {len(clean)} BSD68 test images'
+    names = args.names or list(dict.fromkeys([cli.DEFAULT_MODEL, 'bsd68-N2S']))
+    steps = args.steps or [adapt.ADAPT_STEPS]
     lrs = args.lrs or [adapt.ADAPT_LR]
     rows: List[Dict] = []
 
-    def add(method: str, sigma: float, scores: List[float], seconds: Optional[float] = None):
-        rows.append({'sigma': f'{sigma:g}', 'method': method, 'psnr': f'{np.mean(scores):.2f}',
-                     'seconds': '' if seconds is None else f'{seconds:.1f}'})
-        print(f"sigma {sigma:g} | {method} | {np.mean(scores):.2f} dB"
-              + ('' if seconds is None else f" | {seconds:.1f} s/image"), flush=True)
+    def add(sigma: float, method: str, plain: float, refined: Optional[float] = None,
+            seconds: Optional[float] = None) -> None:
+        row = {'sigma': f'{sigma:g}', 'method': method, 'psnr': f'{plain:.2f}',
+               'refined': '' if refined is None else f'{refined:.2f}',
+               'seconds': '' if seconds is None else f'{seconds:.1f}'}
+        rows.append(row)
+        print(' | '.join(row.values()), flush=True)
 
     for sigma in args.sigmas:
-        noisy = noisy_images(clean, sigma)
-        add('noisy input', sigma, [PSNR(c, n) for c, n in zip(clean, noisy)])
+        noisy = noisy_images(clean, sigma, seed=seed)
+        add(sigma, 'noisy input', np.mean([PSNR(c, n) for c, n in zip(clean, noisy)]))
         started = time.time()
-        add('NLM (utils.baselines.nlm)', sigma,
-            [PSNR(c, nlm(n)) for c, n in zip(clean, noisy)],
+        add(sigma, 'NLM (utils.baselines.nlm)',
+            np.mean([PSNR(c, nlm(n)) for c, n in zip(clean, noisy)]), None,
             (time.time() - started) / len(clean))
-        for name in args.names:
+        for name in names:
             model = load_model(args.model_dir, name)
-            started = time.time()
-            add(name, sigma, [PSNR(c, model.predict(n)) for c, n in zip(clean, noisy)],
-                (time.time() - started) / len(clean))
-            for steps in steps_list:
-                for lr in lrs:
-                    scores, started = [], time.time()
-                    for c, n in zip(clean, noisy):
-                        with adapt.adapted(model, n, steps, lr):
-                            scores.append(PSNR(c, model.predict(n)))
-                    add(f'{name} --adapt {steps} (lr {lr:g})', sigma, scores,
-                        (time.time() - started) / len(clean))
+            for i, lr in enumerate(lrs):
+                result = adapt_scores(model, clean, noisy, steps, lr)
+                if i == 0:
+                    add(sigma, name, result[0]['plain'], result[0]['refined'])
+                for s in sorted(set(steps)):
+                    add(sigma, f'{name} --adapt {s} --adapt-lr {lr:g}', result[s]['plain'],
+                        result[s]['refined'], result[s]['seconds'] if s == max(steps) else None)
+    stem = 'tune_adapt' if args.tune else 'adapt'
     os.makedirs(args.out, exist_ok=True)
-    cli.write_csv_atomic(os.path.join(args.out, 'adapt.csv'), rows)
-    table = ['| sigma | method | PSNR (dB) | s/image |', '|---|---|---|---|'] + \
-        [f"| {r['sigma']} | {r['method']} | {r['psnr']} | {r['seconds']} |" for r in rows]
-    cli.write_text_atomic(os.path.join(args.out, 'adapt.md'), '\n'.join(table) + '\n')
+    cli.write_csv_atomic(os.path.join(args.out, f'{stem}.csv'), rows)
+    table = [f'### Adapting to the image on {what} (mean PSNR, dB)', '',
+             '| sigma | method | PSNR | refined | s/image |', '|---|---|---|---|---|'] + \
+        [f"| {r['sigma']} | {r['method']} | {r['psnr']} | {r['refined']} | {r['seconds']} |"
+         for r in rows] + \
+        ['', f"s/image: adapting for the largest step count and denoising; {cli.machine_label()}"]
+    cli.write_text_atomic(os.path.join(args.out, f'{stem}.md'), '\n'.join(table) + '\n')
     print('\n'.join(table))
 
 

@@ -126,3 +126,43 @@ def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_pat
     cached.classical('NLM (blind)', 10, image.name, image.clean, lambda: 1 / 0)  # not recomputed
     table = (tmp_path / 'table.md').read_text()
     assert '| demo32-N2S --refine |' in table and (tmp_path / 'noise_levels.png').stat().st_size
+
+
+def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_path):
+    """--tune on the 4 held-out validation images at sigma 25, one model, steps 1 and 2: the
+    noisy row is the documented noise draw, the 0-step row the model's own prediction, the
+    2-step rows those of adapting each image with utils.adapt (plain and refined)."""
+    from test_bsd68 import require_pngs
+    require_pngs()
+    from benchmarks.adapt import validation_clean
+    from models import load_model
+    from utils.adapt import adapted
+    from utils.evaluation_utils import PSNR
+    from utils.refine import refine
+    shared = str(ROOT.parent / 'shared' / 'data' / 'bsd68')
+    cmd = [sys.executable, '-m', 'benchmarks.adapt', '--tune', '--from', shared, '--sigmas', '25',
+           '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs', '1e-3', '--out', str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / 'tune_adapt.csv') as f:
+        rows = {r['method']: r for r in csv.DictReader(f)}
+    clean = validation_clean(shared)
+    rng = np.random.default_rng(9125)
+    noisy = [c + rng.normal(0, 25, c.shape) for c in clean]
+    assert float(rows['noisy input']['psnr']) == pytest.approx(
+        np.mean([PSNR(c, x) for c, x in zip(clean, noisy)]), abs=6e-3)
+    model = load_model(str(ROOT / 'trained_models'), 'demo32-N2S')
+    plain = [model.predict(x) for x in noisy]
+    assert float(rows['demo32-N2S']['psnr']) == pytest.approx(
+        np.mean([PSNR(c, f) for c, f in zip(clean, plain)]), abs=6e-3)
+    adapted_out = []
+    for x in noisy:
+        with adapted(model, x, 2, 1e-3):
+            adapted_out.append(model.predict(x))
+    row = rows['demo32-N2S --adapt 2 --adapt-lr 0.001']
+    assert float(row['psnr']) == pytest.approx(
+        np.mean([PSNR(c, f) for c, f in zip(clean, adapted_out)]), abs=6e-3)
+    assert float(row['refined']) == pytest.approx(
+        np.mean([PSNR(c, refine(x, f)) for c, x, f in zip(clean, noisy, adapted_out)]), abs=6e-3)
+    assert float(row['psnr']) != float(rows['demo32-N2S']['psnr'])  # the 2 steps changed it
+    assert '| 25 | demo32-N2S --adapt 1 --adapt-lr 0.001 |' in (tmp_path / 'tune_adapt.md').read_text()

@@ -15,10 +15,11 @@ HELPER = ROOT / 'tests' / 'distributed_run.py'
 STEPS = 4
 
 
-def start(base, name, strategy, env=None, sync=True):
+def start(base, name, strategy, env=None, sync=True, per_image=False):
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
     args = [sys.executable, str(HELPER), str(base), name, strategy, str(STEPS)]
-    return subprocess.Popen(args + (['--sync'] if sync else []), stdout=subprocess.PIPE,
+    args += (['--sync'] if sync else []) + (['--per-image'] if per_image else [])
+    return subprocess.Popen(args, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -60,6 +61,14 @@ def assert_same_run(losses, model_dir, reference):
 def test_mirrored_with_synchronised_batch_norm_follows_one_device(tmp_path, one_device):
     losses = losses_of(start(tmp_path, 'm', 'mirrored'))
     assert_same_run(losses, tmp_path / 'm', one_device)
+
+
+def test_mirrored_per_image_n2sp_follows_one_device(tmp_path):
+    """Per-image N2SP rows from each replica land in their rows of the global batch."""
+    one = start(tmp_path / 'one', 'm', 'default', per_image=True)
+    two = start(tmp_path / 'two', 'm', 'mirrored', per_image=True)
+    reference = losses_of(one), weights(tmp_path / 'one' / 'm')
+    assert_same_run(losses_of(two), tmp_path / 'two' / 'm', reference)
 
 
 def test_mirrored_without_sync_normalises_per_replica(tmp_path, one_device):

@@ -113,3 +113,37 @@ def test_n2sp_guard_is_measured_at_the_switch_and_kept_on_resume(tmp_path, noisy
     assert again.sigma_floor == floor
     again.train(noisy_images, [16, 16], batch_size=4, steps=4, verbose=False)
     assert read_settings(str(tmp_path / 'm'))['sigma_floor'] == floor
+
+
+def test_per_image_n2sp_loss_matches_numpy(tmp_path):
+    """per_image: mean_i(rec_i + 2 max(sqrt(rec_i), 0.5 n_i) sqrt(inv_i)) with each image's own
+    terms, n_i the median |finest diagonal Haar coefficient| / 0.6745, recomputed in numpy; the
+    batch terms stay those of the whole batch."""
+    x, noise, mask = batch(shape=(3, 16, 16, 1), seed=4)
+    x[1] *= 0.05  # a low-noise image: its own sigma, not the batch's
+    model = Noise2SamePro(str(tmp_path), 'p', net_config=TINY, per_image=True)
+    terms, raw, masked = model.loss_terms(tf.constant(x), tf.constant(noise), tf.constant(mask),
+                                          training=False)
+    raw, masked = raw.numpy(), masked.numpy()
+    expected = numpy_terms(x, raw, masked, mask)
+    for key, value in expected.items():
+        assert float(terms[key]) == pytest.approx(value, rel=1e-5)
+    losses = []
+    for i in range(3):
+        each = numpy_terms(x[i], raw[i], masked[i], mask[i])
+        d = (x[i, 0::2, 0::2] - x[i, 0::2, 1::2] - x[i, 1::2, 0::2] + x[i, 1::2, 1::2]) / 2
+        n = np.sort(np.abs(d).ravel())[d.size // 2] / 0.6745
+        sigma = max(np.sqrt(each['reconstruction']), 0.5 * n)
+        losses.append(each['reconstruction'] + 2 * sigma * np.sqrt(each['invariance']))
+    assert float(model.loss(terms)) == pytest.approx(np.mean(losses), rel=1e-5)
+    unguarded = Noise2SamePro(str(tmp_path), 'q', net_config=TINY, per_image=True, guard=False)
+    each = terms['per_image']
+    assert float(unguarded.loss(terms)) == pytest.approx(np.mean(
+        each['reconstruction'] + 2 * np.sqrt(each['reconstruction'] * each['invariance'])), rel=1e-5)
+
+
+def test_haar_noise_estimate_finds_white_noise_of_each_image():
+    from models import haar_noise_std
+    rng = np.random.default_rng(1)
+    flat = np.stack([s * rng.normal(size=(64, 64, 1)) for s in (0.1, 1.0, 3.0)]).astype(np.float32)
+    np.testing.assert_allclose(haar_noise_std(tf.constant(flat)).numpy(), [0.1, 1.0, 3.0], rtol=0.1)

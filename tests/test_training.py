@@ -127,3 +127,22 @@ def test_wrong_image_rank_is_a_clear_error(tmp_path, noisy_images):
         model.predict(np.full((8, 8), np.nan))
     constant = model.predict(np.full((9, 9), 7.0))  # std 0: no division by zero
     assert np.all(np.isfinite(constant)) and np.allclose(constant, 7.0, atol=0.5)
+
+
+def test_per_image_n2sp_trains_and_keeps_its_setting(tmp_path, noisy_images):
+    """Phase two with per_image trains (finite losses), saves per_image and no single floor,
+    and a resume without the argument keeps it."""
+    from models import Noise2Same, Noise2SamePro
+    from utils.checkpoint_utils import read_settings
+    tiny = {'first_output_filters': 4}
+    Noise2Same(str(tmp_path), 'm', net_config=tiny).train(
+        noisy_images, [16, 16], batch_size=4, steps=2, verbose=False, seed=3)
+    Noise2SamePro(str(tmp_path), 'm', per_image=True).train(
+        noisy_images, [16, 16], batch_size=4, steps=4, verbose=False)
+    saved = read_settings(str(tmp_path / 'm'))
+    assert saved['per_image'] is True and saved['sigma_floor'] is None
+    again = Noise2SamePro(str(tmp_path), 'm')
+    assert again.per_image
+    features = noisy_images[:2, :16, :16]
+    losses = again.compute_losses(features, np.zeros_like(features), np.ones_like(features))
+    assert np.isfinite(losses['loss']) and 'per_image' not in losses

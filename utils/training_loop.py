@@ -29,6 +29,7 @@ from .train_utils import (batch_maker, check_training_images, learning_rate, mas
 # and halves it, `growth_steps` finite steps in a row double it (Keras' LossScaleOptimizer rule)
 LOSS_SCALE = {'initial': 2.0 ** 15, 'growth_steps': 2000}
 TERMS = ('reconstruction', 'invariance', 'blind_spot')
+PER_IMAGE = 'per_image'  # the key of per-image terms (Noise2SamePro per_image), not logged
 
 
 # ---------------------------------------------------------------- one step
@@ -39,6 +40,7 @@ def train_step(model, features, noise, mask):
     with tf.GradientTape() as tape:
         terms, raw_pred, masked_pred = model.loss_terms(features, noise, mask, training=True)
         loss = model.loss(terms)
+        terms.pop(PER_IMAGE, None)
         scaled = loss * model.loss_scale if model.loss_scale is not None else loss
     variables = model.model.trainable_weights
     terms.update(loss=loss, learning_rate=apply_gradients(
@@ -111,11 +113,14 @@ def distributed_step(model, make_batch, batch_size: int):
         features, noise, mask = (t[first:first + per_replica] for t in global_batch)
         with tf.GradientTape() as tape:
             sums, raw_pred, masked_pred = model.loss_sums(features, noise, mask, training=True)
+            if sums.shape.rank == 2:  # one row per image: this replica's rows of the global batch
+                sums = tf.pad(sums, [[first, batch_size - first - per_replica], [0, 0]])
             global_sums = replica.all_reduce(total, tf.stop_gradient(sums))
             with tf.GradientTape() as inner:
                 inner.watch(global_sums)
                 terms = model.terms_from_sums(global_sums)
                 loss = model.loss(terms)
+                terms.pop(PER_IMAGE, None)
             weights = tf.stop_gradient(inner.gradient(loss, global_sums))
             surrogate = tf.reduce_sum(weights * sums)
             if model.loss_scale is not None:
@@ -320,6 +325,7 @@ def validation_scores(model, validation: np.ndarray, box: Optional[int] = None) 
     for features, noise, mask in validation_batches(validation, box, int(model.seed.numpy())):
         terms, _, _ = model.loss_terms(features, noise, mask, training=False)
         terms['loss'] = model.loss(terms)
+        terms.pop(PER_IMAGE, None)
         for key, value in terms.items():
             sums.setdefault(key, []).append(float(value))
     return {k: float(np.mean(v)) for k, v in sums.items()}
