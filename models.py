@@ -486,13 +486,11 @@ class Noise2SamePro(Noise2Same):
     def loss_sums(self, features, noise, mask, training: bool):
         """As Noise2Same's; with per_image one row per image (B, 6): its five sums and its
         blind noise estimate (`haar_noise_std`, for the guard)."""
-        if not self.per_image:
-            return super().loss_sums(features, noise, mask, training)
-        masked_pred = self.model(self.masked_input(features, noise, mask), training=training)
-        raw_pred = self.model(features, training=training)
-        rows = self.sums(features, mask, raw_pred, masked_pred, per_image=True)
-        rows = tf.concat([rows, haar_noise_std(features)[:, None]], axis=1)
-        return rows, raw_pred, masked_pred
+        sums, raw_pred, masked_pred = super().loss_sums(features, noise, mask, training)
+        if self.per_image:
+            sums = tf.concat([self.sums(features, mask, raw_pred, masked_pred, per_image=True),
+                              haar_noise_std(features)[:, None]], axis=1)
+        return sums, raw_pred, masked_pred
 
     def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
         each = terms.get(PER_IMAGE)

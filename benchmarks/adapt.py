@@ -11,50 +11,48 @@ is denoised after each listed step count on the way. Test images: the first --im
 noise numpy default_rng(9000 + sigma) as the noise-level benchmark draws it. --tune: the four
 held-out BSD68 validation images (test_397 .. test_400 of the training PNGs, never trained on),
 default_rng(9100 + sigma), so that the defaults of utils.adapt are not chosen on test images.
-Seconds per image: adaptation to the largest step count plus prediction, tracing included, on
-this machine with whatever else runs beside it (say so when quoting them). Writes Markdown and
+Seconds per image: adapting to the largest step count, tracing included, the scoring on the
+way left out (one prediction more is what `--adapt` costs on top), on this machine with
+whatever else runs beside it (say so when quoting them). Writes Markdown and
 CSV (adapt.* or tune_adapt.*) under --out.
 """
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks.noise_levels import noisy_images
+from benchmarks.noise_levels import noisy_images, validation_clean
 from utils import cli
 
 
-def validation_clean(from_dir: str) -> List[np.ndarray]:
-    """The held-out BSD68 validation images (clean, float64 on 0..255)."""
-    from utils import bsd68_build
-    train_dir, _ = bsd68_build.find_png_folders(from_dir)
-    pngs = bsd68_build.read_pngs(train_dir, bsd68_build.TRAIN_NAMES, bsd68_build.TRAIN_SHAPES)
-    return [np.asarray(c, np.float64) for c in pngs[-bsd68_build.N_VALIDATION:]]
-
-
 def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray],
-                 steps: Sequence[int], lr: float) -> Dict[int, Dict[str, float]]:
-    """{steps: {'plain': mean PSNR, 'refined': mean PSNR, 'seconds': s/image}} of adapting
-    `model` to each noisy image with `lr` (steps=0: not adapted)."""
+                 steps: Sequence[int], lr: float) -> Tuple[Dict[int, Dict[str, float]], float]:
+    """({steps: {'plain': mean PSNR, 'refined': mean PSNR}} (steps 0: not adapted), seconds
+    per image of adapting to the largest step count, scoring excluded) of adapting `model` to
+    each noisy image with `lr`."""
     from utils import adapt
     from utils.evaluation_utils import PSNR
     from utils.refine import refine
     wanted = sorted(set(steps))
     scores = {s: {'plain': [], 'refined': []} for s in [0] + wanted}
-    started = time.time()
+    scoring = adapting = 0.0
     for c, x in zip(clean, noisy):
         def score(done: int, _total: int = 0) -> None:
+            nonlocal scoring
             if done in scores:
+                started = time.time()
                 f = model.predict(x)
                 scores[done]['plain'].append(PSNR(c, f))
                 scores[done]['refined'].append(PSNR(c, refine(x, f)))
+                scoring += time.time() - started
         score(0)
+        started, scored_before = time.time(), scoring
         with adapt.adapted(model, x, wanted[-1], lr, progress=score):
             pass
-    seconds = (time.time() - started) / len(clean)
-    return {s: {'plain': float(np.mean(v['plain'])), 'refined': float(np.mean(v['refined'])),
-                'seconds': seconds} for s, v in scores.items()}
+        adapting += time.time() - started - (scoring - scored_before)
+    means = {s: {k: float(np.mean(v)) for k, v in row.items()} for s, row in scores.items()}
+    return means, adapting / len(clean)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -63,7 +61,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help=f'models under --model-dir (default: {cli.DEFAULT_MODEL} and bsd68-N2S)')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the models')
     p.add_argument('--data-dir', default=cli.DATA_DIR, help='where BSD68 is built')
-    p.add_argument('--images', type=cli.positive_int, default=10, help='first N test images')
+    p.add_argument('--images', type=cli.positive_int, default=10,
+                   help='the first N test images (with --tune: of the 4 validation images)')
     p.add_argument('--sigmas', type=float, nargs='+', default=[5, 25, 50],
                    help='noise std on 0..255')
     p.add_argument('--steps', type=cli.positive_int, nargs='+', default=None,
@@ -76,9 +75,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='--tune: the BSD68 PNG folders (as for download.py --from)')
     p.add_argument('--out', default='results/adapt', help='output folder')
     args = p.parse_args(argv)
-    if args.tune and not args.from_dir:
-        raise ValueError("--tune reads the clean validation PNGs: pass --from DIR (the folder "
-                         "download.py --from took, e.g. ../shared/data/bsd68)")
+    if args.tune:
+        clean, seed = validation_clean(args.from_dir)[:args.images], 9100
+        what = f'{len(clean)} of the 4 BSD68 validation images'
     cli.start_tensorflow(training=False)
     from models import load_model
     from utils import adapt
@@ -86,9 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from utils.datasets import DATASETS
     from utils.evaluation_utils import PSNR
 
-    if args.tune:
-        clean, seed, what = validation_clean(args.from_dir), 9100, 'the 4 validation images'
-    else:
+    if not args.tune:
         clean = [im.clean for im in DATASETS['bsd68'].test_images(args.data_dir)][:args.images]
         seed, what = 9000, f'the first {len(clean)} BSD68 test images'
     names = args.names or list(dict.fromkeys([cli.DEFAULT_MODEL, 'bsd68-N2S']))
@@ -114,12 +111,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         for name in names:
             model = load_model(args.model_dir, name)
             for i, lr in enumerate(lrs):
-                result = adapt_scores(model, clean, noisy, steps, lr)
+                result, seconds = adapt_scores(model, clean, noisy, steps, lr)
                 if i == 0:
                     add(sigma, name, result[0]['plain'], result[0]['refined'])
                 for s in sorted(set(steps)):
                     add(sigma, f'{name} --adapt {s} --adapt-lr {lr:g}', result[s]['plain'],
-                        result[s]['refined'], result[s]['seconds'] if s == max(steps) else None)
+                        result[s]['refined'], seconds if s == max(steps) else None)
     stem = 'tune_adapt' if args.tune else 'adapt'
     os.makedirs(args.out, exist_ok=True)
     cli.write_csv_atomic(os.path.join(args.out, f'{stem}.csv'), rows)
@@ -127,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> None:
              '| sigma | method | PSNR | refined | s/image |', '|---|---|---|---|---|'] + \
         [f"| {r['sigma']} | {r['method']} | {r['psnr']} | {r['refined']} | {r['seconds']} |"
          for r in rows] + \
-        ['', f"s/image: adapting for the largest step count and denoising; {cli.machine_label()}"]
+        ['', f"s/image: adapting for the largest step count (scoring left out); "
+             f"{cli.machine_label()}"]
     cli.write_text_atomic(os.path.join(args.out, f'{stem}.md'), '\n'.join(table) + '\n')
     print('\n'.join(table))
 

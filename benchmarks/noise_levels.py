@@ -43,6 +43,18 @@ def noisy_images(clean: Sequence[np.ndarray], sigma: float, seed: int = 9000,
     return [c + rng.normal(0, sigma, c.shape) for c in clean for _ in range(draws)]
 
 
+def validation_clean(from_dir: Optional[str]) -> List[np.ndarray]:
+    """The clean held-out BSD68 validation images (test_397 .. test_400 of the training PNGs,
+    never trained on), float64 on 0..255, read from the folder download.py --from takes."""
+    from utils import bsd68_build
+    if not from_dir:
+        raise ValueError("--tune reads the clean validation PNGs: pass --from DIR (the folder "
+                         "download.py --from took, e.g. ../shared/data/bsd68)")
+    train_dir, _ = bsd68_build.find_png_folders(from_dir)
+    pngs = bsd68_build.read_pngs(train_dir, bsd68_build.TRAIN_NAMES, bsd68_build.TRAIN_SHAPES)
+    return [np.asarray(c, np.float64) for c in pngs[-bsd68_build.N_VALIDATION:]]
+
+
 def grey_models(model_dir: str) -> List[str]:
     """The names of the 2D one-channel models in model_dir, sorted."""
     from utils.checkpoint_utils import read_settings
@@ -305,13 +317,8 @@ def tune(args, out: str) -> None:
     from utils.datasets import relative_noise
     from utils.evaluation_utils import PSNR
     from utils.refine import refine, window_for
-    if not args.from_dir:
-        raise ValueError("--tune reads the clean validation PNGs: pass --from DIR (the folder "
-                         "download.py --from took, e.g. ../shared/data/bsd68)")
-    train_dir, _ = bsd68_build.find_png_folders(args.from_dir)
+    clean = validation_clean(args.from_dir)
     names = bsd68_build.TRAIN_NAMES[-bsd68_build.N_VALIDATION:]
-    pngs = bsd68_build.read_pngs(train_dir, bsd68_build.TRAIN_NAMES, bsd68_build.TRAIN_SHAPES)
-    clean = [np.asarray(c, np.float64) for c in pngs[-bsd68_build.N_VALIDATION:]]
     models = args.names or [cli.DEFAULT_MODEL]
     lines = ['### Refinement window on the BSD68 validation images '
              f"({', '.join(names)}; 3 noise draws each, default_rng(9100 + sigma)); mean PSNR (dB)",

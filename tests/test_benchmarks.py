@@ -129,24 +129,25 @@ def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_pat
 
 
 def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_path):
-    """--tune on the 4 held-out validation images at sigma 25, one model, steps 1 and 2: the
+    """--tune on the first held-out validation image at sigma 25, one model, steps 1 and 2: the
     noisy row is the documented noise draw, the 0-step row the model's own prediction, the
     2-step rows those of adapting each image with utils.adapt (plain and refined)."""
     from test_bsd68 import require_pngs
     require_pngs()
-    from benchmarks.adapt import validation_clean
+    from benchmarks.noise_levels import validation_clean
     from models import load_model
     from utils.adapt import adapted
     from utils.evaluation_utils import PSNR
     from utils.refine import refine
     shared = str(ROOT.parent / 'shared' / 'data' / 'bsd68')
-    cmd = [sys.executable, '-m', 'benchmarks.adapt', '--tune', '--from', shared, '--sigmas', '25',
+    cmd = [sys.executable, '-m', 'benchmarks.adapt', '--tune', '--from', shared, '--images', '1',
+           '--sigmas', '25',
            '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs', '1e-3', '--out', str(tmp_path)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / 'tune_adapt.csv') as f:
         rows = {r['method']: r for r in csv.DictReader(f)}
-    clean = validation_clean(shared)
+    clean = validation_clean(shared)[:1]
     rng = np.random.default_rng(9125)
     noisy = [c + rng.normal(0, 25, c.shape) for c in clean]
     assert float(rows['noisy input']['psnr']) == pytest.approx(
