@@ -4,9 +4,12 @@
     python download.py --dataset bsd68 --from ../shared/data/bsd68  # built from local PNG folders
     python download.py --dataset bsd68 --source dncnn               # built from the DnCNN repository's PNGs
     python download.py --dataset bsd68-blind --from ../shared/data/bsd68  # training sigma 0..55
+    python download.py --dataset bsd68 --from ../shared/data/bsd68 --sigma 10  # into Denoising_data/sigma10
 
 BSD68 built from PNGs (--from or --source dncnn): utils/bsd68_build.py says how (fixed noise
-seed, 396 training + 4 validation images). Offline, a download fails with one line saying where
+seed, 396 training + 4 validation images); --sigma S builds training and test images at
+another noise level, by default into DATA_DIR/sigmaS (train and test with --data-dir there and
+--noise-sigma S). Offline, a download fails with one line saying where
 to put the files by hand. A complete data set is never overwritten.
 """
 import argparse
@@ -41,7 +44,7 @@ def build_bsd68(args: argparse.Namespace) -> None:
     from utils.datasets import BLIND_SIGMA
     blind = args.dataset == 'bsd68-blind'
     folder = os.path.join(args.data_dir, DATASETS[args.dataset].folder or 'BSD68')
-    sigma = BLIND_SIGMA if blind else bsd68_build.SIGMA
+    sigma = BLIND_SIGMA if blind else args.sigma
     if args.from_dir:
         bsd68_build.build_bsd68(args.from_dir, folder, sigma)
     else:
@@ -60,14 +63,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--from', dest='from_dir', metavar='DIR', default=None,
                    help='bsd68 built from the PNG folders in DIR (train400/ and test68/, or a '
                         'DnCNN checkout)')
+    p.add_argument('--sigma', type=cli.positive_float, default=None,
+                   help='with bsd68 built (--from or --source dncnn): the noise sigma of its '
+                        'training and test images on 0..255 (default 25, the original); another '
+                        'value builds into DATA_DIR/sigmaS unless --data-dir is given')
     args = p.parse_args(argv)
     built = ('bsd68', 'bsd68-blind')
     if (args.from_dir or args.source == 'dncnn') and args.dataset not in built:
         p.error('--from and --source dncnn build bsd68 and bsd68-blind only')
     if args.dataset == 'bsd68-blind' and not (args.from_dir or args.source == 'dncnn'):
         p.error('bsd68-blind is built from the BSD68 PNGs: pass --from DIR or --source dncnn')
+    if args.sigma is not None and not (args.dataset == 'bsd68' and (
+            args.from_dir or args.source == 'dncnn')):
+        p.error('--sigma needs --dataset bsd68 built from its PNGs (--from DIR or --source dncnn)')
+    if args.dataset == 'bsd68':
+        from utils import bsd68_build
+        args.sigma = bsd68_build.SIGMA if args.sigma is None else args.sigma
+        if args.sigma != bsd68_build.SIGMA and args.data_dir == cli.DATA_DIR:
+            args.data_dir = os.path.join(cli.DATA_DIR, f'sigma{args.sigma:g}')
     dataset = DATASETS[args.dataset]
     if dataset.available(args.data_dir):
+        if args.dataset == 'bsd68':  # the same noise, or an error naming the one found
+            bsd68_build.check_noise(dataset.root(args.data_dir), args.sigma)
         print(f'{args.dataset} is already in {args.data_dir}')
         return
     if args.from_dir or args.source == 'dncnn':
@@ -75,6 +92,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         fetch_drive(dataset, args.data_dir)
     print(f'{args.dataset} is ready in {args.data_dir}')
+    if args.dataset == 'bsd68' and args.sigma != bsd68_build.SIGMA:
+        print(f"noise sigma {args.sigma:g}: train and test with --data-dir {args.data_dir} "
+              f"(and --noise-sigma {args.sigma:g} for lmbd)")
 
 
 if __name__ == '__main__':

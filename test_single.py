@@ -57,7 +57,8 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args) -> None:
     image_utils.check_format(plan['output'], image.dtype)
     grey = image_utils.model_input(image, model.in_channels, keep_colour=False)
     fit.warn_if_unfit(model, grey, args.model_dir, plan['input'])
-    with adapt.adapted(model, grey, args.adapt, args.adapt_lr) if args.adapt else nullcontext():
+    with adapt.adapted(model, grey, args.adapt, args.adapt_lr, lmbd=args.adapt_lmbd) \
+            if args.adapt else nullcontext():
         x, denoised = image_utils.denoise(model, image, args.tile_size, args.margin, args.tta,
                                           args.refine, args.colour)
     image_utils.write_image_atomic(plan['output'], image_utils.output_pixels(denoised, image))
@@ -104,6 +105,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                         f'steps (default {adapt.ADAPT_STEPS}; nothing is written to the model)')
     p.add_argument('--adapt-lr', type=float, default=adapt.ADAPT_LR,
                    help='learning rate of --adapt')
+    p.add_argument('--adapt-lmbd', choices=adapt.LMBD_CHOICES, default=adapt.ADAPT_LMBD,
+                   help="noise level of --adapt's loss: model (the model's own loss) or image "
+                        "(lmbd = 2 x the image's blind noise estimate)")
     cli.add_precision_flag(p)
     args = p.parse_args(argv)
 

@@ -27,10 +27,11 @@ from utils import cli
 
 
 def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray],
-                 steps: Sequence[int], lr: float) -> Tuple[Dict[int, Dict[str, float]], float]:
+                 steps: Sequence[int], lr: float,
+                 lmbd: str) -> Tuple[Dict[int, Dict[str, float]], float]:
     """({steps: {'plain': mean PSNR, 'refined': mean PSNR}} (steps 0: not adapted), seconds
     per image of adapting to the largest step count, scoring excluded) of adapting `model` to
-    each noisy image with `lr`."""
+    each noisy image with `lr` and the loss's noise level `lmbd` (utils.adapt)."""
     from utils import adapt
     from utils.evaluation_utils import PSNR
     from utils.refine import refine
@@ -48,11 +49,16 @@ def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray]
                 scoring += time.time() - started
         score(0)
         started, scored_before = time.time(), scoring
-        with adapt.adapted(model, x, wanted[-1], lr, progress=score):
+        with adapt.adapted(model, x, wanted[-1], lr, progress=score, lmbd=lmbd):
             pass
         adapting += time.time() - started - (scoring - scored_before)
     means = {s: {k: float(np.mean(v)) for k, v in row.items()} for s, row in scores.items()}
     return means, adapting / len(clean)
+
+
+def adapt_choices() -> Sequence[str]:
+    from utils.adapt import LMBD_CHOICES
+    return LMBD_CHOICES
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -69,6 +75,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='adaptation steps to score (default: utils.adapt.ADAPT_STEPS)')
     p.add_argument('--lrs', type=float, nargs='+', default=None,
                    help='adaptation learning rates (default: utils.adapt.ADAPT_LR)')
+    p.add_argument('--lmbds', nargs='+', default=None, choices=adapt_choices(),
+                   help='noise level of the adaptation loss: model (its own) or image (2 x the '
+                        'image\'s blind noise estimate) (default: utils.adapt.ADAPT_LMBD)')
     p.add_argument('--tune', action='store_true',
                    help='score the held-out validation images instead of test images')
     p.add_argument('--from', dest='from_dir', default=None,
@@ -91,6 +100,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     names = args.names or list(dict.fromkeys([cli.DEFAULT_MODEL, 'bsd68-N2S']))
     steps = args.steps or [adapt.ADAPT_STEPS]
     lrs = args.lrs or [adapt.ADAPT_LR]
+    lmbds = args.lmbds or [adapt.ADAPT_LMBD]
     rows: List[Dict] = []
 
     def add(sigma: float, method: str, plain: float, refined: Optional[float] = None,
@@ -110,13 +120,14 @@ def main(argv: Optional[List[str]] = None) -> None:
             (time.time() - started) / len(clean))
         for name in names:
             model = load_model(args.model_dir, name)
-            for i, lr in enumerate(lrs):
-                result, seconds = adapt_scores(model, clean, noisy, steps, lr)
+            for i, (lmbd, lr) in enumerate((m, r) for m in lmbds for r in lrs):
+                result, seconds = adapt_scores(model, clean, noisy, steps, lr, lmbd)
                 if i == 0:
                     add(sigma, name, result[0]['plain'], result[0]['refined'])
                 for s in sorted(set(steps)):
-                    add(sigma, f'{name} --adapt {s} --adapt-lr {lr:g}', result[s]['plain'],
-                        result[s]['refined'], seconds if s == max(steps) else None)
+                    add(sigma, f'{name} --adapt {s} --adapt-lr {lr:g} --adapt-lmbd {lmbd}',
+                        result[s]['plain'], result[s]['refined'],
+                        seconds if s == max(steps) else None)
     stem = 'tune_adapt' if args.tune else 'adapt'
     os.makedirs(args.out, exist_ok=True)
     cli.write_csv_atomic(os.path.join(args.out, f'{stem}.csv'), rows)

@@ -64,6 +64,28 @@ def test_adapting_trains_in_memory_then_restores_the_weights(image):
     assert folder_digest(MODELS / 'demo32-N2S') == before_files
 
 
+def test_the_image_noise_level_loss_uses_twice_its_blind_noise_estimate(image):
+    """lmbd='image': rec + 2 s sqrt(inv), s = estimate_sigma(normalised image) / its std,
+    whatever lmbd the model (or its N2SP guard) carries; 'model' is the model's own loss."""
+    import tensorflow as tf
+    from skimage.restoration import estimate_sigma
+
+    from models import load_model
+    from utils.adapt import adaptation_loss, normalised
+    terms = {'reconstruction': tf.constant(0.3), 'invariance': tf.constant(0.04)}
+    for name in ('demo32-N2S', 'bsd68-N2SP'):
+        model = load_model(str(MODELS), name)
+        x = normalised(model, image)
+        s = estimate_sigma(x[..., 0].astype(np.float64)) / x.std()
+        assert 0.3 < s < 0.6  # sigma 25 on this crop
+        np.testing.assert_allclose(float(adaptation_loss(model, x, 'image')(terms)),
+                                   0.3 + 2 * s * 0.2, rtol=1e-5)
+        np.testing.assert_allclose(float(adaptation_loss(model, x, 'model')(terms)),
+                                   float(model.loss(terms)), rtol=1e-6)
+    with pytest.raises(ValueError, match="lmbd must be one of"):
+        adaptation_loss(model, x, 'other')
+
+
 def test_adapting_refuses_images_too_small_and_bad_settings():
     from models import load_model
     from utils.adapt import adapted

@@ -131,7 +131,8 @@ def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_pat
 def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_path):
     """--tune on the first held-out validation image at sigma 25, one model, steps 1 and 2: the
     noisy row is the documented noise draw, the 0-step row the model's own prediction, the
-    2-step rows those of adapting each image with utils.adapt (plain and refined)."""
+    2-step rows those of adapting each image with utils.adapt (plain and refined) with the
+    image's own noise level in the loss."""
     from test_bsd68 import require_pngs
     require_pngs()
     from benchmarks.noise_levels import validation_clean
@@ -142,7 +143,8 @@ def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_p
     shared = str(ROOT.parent / 'shared' / 'data' / 'bsd68')
     cmd = [sys.executable, '-m', 'benchmarks.adapt', '--tune', '--from', shared, '--images', '1',
            '--sigmas', '25',
-           '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs', '1e-3', '--out', str(tmp_path)]
+           '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs', '1e-3', '--lmbds', 'image',
+           '--out', str(tmp_path)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / 'tune_adapt.csv') as f:
@@ -158,12 +160,44 @@ def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_p
         np.mean([PSNR(c, f) for c, f in zip(clean, plain)]), abs=6e-3)
     adapted_out = []
     for x in noisy:
-        with adapted(model, x, 2, 1e-3):
+        with adapted(model, x, 2, 1e-3, lmbd='image'):
             adapted_out.append(model.predict(x))
-    row = rows['demo32-N2S --adapt 2 --adapt-lr 0.001']
+    row = rows['demo32-N2S --adapt 2 --adapt-lr 0.001 --adapt-lmbd image']
     assert float(row['psnr']) == pytest.approx(
         np.mean([PSNR(c, f) for c, f in zip(clean, adapted_out)]), abs=6e-3)
     assert float(row['refined']) == pytest.approx(
         np.mean([PSNR(c, refine(x, f)) for c, x, f in zip(clean, noisy, adapted_out)]), abs=6e-3)
     assert float(row['psnr']) != float(rows['demo32-N2S']['psnr'])  # the 2 steps changed it
-    assert '| 25 | demo32-N2S --adapt 1 --adapt-lr 0.001 |' in (tmp_path / 'tune_adapt.md').read_text()
+    assert '| 25 | demo32-N2S --adapt 1 --adapt-lr 0.001 --adapt-lmbd image |' in (
+        tmp_path / 'tune_adapt.md').read_text()
+
+
+def test_blind_pilot_noise_normalisation_and_branching(tmp_path):
+    """noise-norm divides each image (minus its mean) by scikit-image's estimate_sigma, floored
+    at 1 % of its std; a branch holds the settings and only the checkpoint of the given step,
+    named in its `checkpoint` file."""
+    import shutil
+
+    from skimage.restoration import estimate_sigma
+
+    from benchmarks import blind_pilot
+    from utils.checkpoint_utils import latest_checkpoint
+    rng = np.random.default_rng(4)
+    smooth = np.outer(np.linspace(0, 200, 64), np.ones(64))
+    images = [smooth + rng.normal(0, 20, smooth.shape), smooth]  # noisy, noise-free
+    out = blind_pilot.noise_normalised(images)
+    assert out.shape == (2, 64, 64, 1)
+    np.testing.assert_allclose(out[0, ..., 0], (images[0] - images[0].mean())
+                               / estimate_sigma(images[0]), rtol=1e-5)
+    assert abs(blind_pilot.noise_scale(images[0]) / 20 - 1) < 0.1
+    assert blind_pilot.noise_scale(smooth) == pytest.approx(0.01 * smooth.std())
+    source = tmp_path / 'a'
+    source.mkdir()
+    shutil.copy(ROOT / 'trained_models/demo32-N2S/settings.json', source)
+    for step in (5, 10):
+        for suffix in ('.index', '.data-00000-of-00001'):
+            (source / f'ckpt-{step}{suffix}').write_bytes(b'x')
+    blind_pilot.branch(str(tmp_path), 'a', 'b', 5)
+    assert sorted(p.name for p in (tmp_path / 'b').iterdir()) == [
+        'checkpoint', 'ckpt-5.data-00000-of-00001', 'ckpt-5.index', 'settings.json']
+    assert latest_checkpoint(str(tmp_path / 'b')).endswith('ckpt-5')

@@ -180,3 +180,35 @@ def test_the_blind_variant_gives_each_training_image_its_documented_sigma(tmp_pa
     residual = np.concatenate([(n - c).ravel() for n, c in zip(noisy, clean)])
     assert abs(residual.std() - 25) < 0.1
     assert DATASETS['bsd68-blind'].training_data(str(tmp_path))[0].shape == (396, 180, 180, 1)
+
+
+def test_another_noise_level_is_built_beside_sigma_25_and_never_mixed_with_it(
+        tmp_path, capsys, monkeypatch):
+    """download.py --sigma 10: training and test images carry the same fixed draws scaled to
+    sigma 10, in DATA_DIR/sigma10 by default; a folder of another noise is refused."""
+    import download
+    require_pngs()
+    monkeypatch.setattr(cli, 'DATA_DIR', str(tmp_path / 'data') + '/')
+    download.main(['--dataset', 'bsd68', '--from', str(PNGS), '--sigma', '10'])
+    folder = tmp_path / 'data' / 'sigma10' / 'BSD68'
+    assert bsd68_build.built_noise(str(folder)) == {'sigma': 10.0, 'seed': 68}
+    assert 'train and test with --data-dir' in capsys.readouterr().out
+    train = np.load(folder / 'train/DCNN400_train_gaussian25.npy')
+    expected = png(PNGS / 'train400' / 'test_002.png') + 10 * np.random.default_rng(
+        [68, 0, 1]).standard_normal((180, 180))
+    np.testing.assert_array_equal(train[1], expected.astype(np.float32))
+    noisy = np.load(folder / 'test/bsd68_gaussian25.npy', allow_pickle=True)
+    clean = np.load(folder / 'test/bsd68_groundtruth.npy', allow_pickle=True)
+    expected = clean[5] + 10 * np.random.default_rng([68, 1, 5]).standard_normal(clean[5].shape)
+    np.testing.assert_allclose(noisy[5], expected, atol=1e-4)
+    data_dir = str(tmp_path / 'data' / 'sigma10')
+    with pytest.raises(SystemExit) as exit_info:  # sigma 25 asked of the sigma-10 folder
+        cli.run(lambda argv: download.main(['--dataset', 'bsd68', '--from', str(PNGS),
+                                            '--data-dir', data_dir]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'noise sigma 10.0' in err[0] and '--data-dir' in err[0], err
+    download.main(['--dataset', 'bsd68', '--from', str(PNGS), '--sigma', '10'])
+    assert 'already in' in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # --sigma is for bsd68 built from PNGs only
+        download.main(['--dataset', 'bsd68-blind', '--from', str(PNGS), '--sigma', '10'])

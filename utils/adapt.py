@@ -6,6 +6,12 @@ loss (Noise2Same's, or Noise2SamePro's), and the adapted weights denoise that im
 What keeps a few steps on one image from wrecking the model: batch normalisation stays in
 inference mode (the trained moving statistics normalise, and are not updated), a fresh Adam
 at a small learning rate (ADAPT_LR, a tenth of the original's 4e-4), and few steps.
+
+The loss's noise level: Noise2Same's lmbd stands for 2 x the noise std, and a model trained at
+sigma 25 carries that of sigma 25 (an N2SP model's guard floors it there too). Adapting with it
+to an image of other noise keeps the trained smoothing. lmbd='image' uses 2 x the input's own
+blind noise estimate instead (`datasets.relative_noise` of the normalised image), in
+rec + lmbd * sqrt(inv) for either class; lmbd='model' keeps the model's own loss.
 """
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
@@ -16,6 +22,8 @@ ADAPT_STEPS = 100
 ADAPT_LR = 4e-5
 ADAPT_BATCH = 8
 ADAPT_PATCH = 64
+ADAPT_LMBD = 'model'  # the loss's noise level: 'model' (its own loss) or 'image' (see above)
+LMBD_CHOICES = ('model', 'image')
 # seconds of ADAPT_STEPS steps and the prediction of a 481x321 image by a width-32 model,
 # float32, tracing included, nothing else running, on this project's 2-core machine (AVX-512
 # BF16; 2026-12-02: 37.5 s): what the web demo tells a user to expect
@@ -44,11 +52,27 @@ def patch_size(model, shape) -> list:
     return sizes
 
 
+def adaptation_loss(model, x: np.ndarray, lmbd: str) -> Callable:
+    """The loss of the loss terms that adapting minimises: the model's own ('model'), or
+    rec + 2 s sqrt(inv) with s the blind noise std of x, the normalised image ('image')."""
+    if lmbd == 'model':
+        return model.loss
+    if lmbd != 'image':
+        raise ValueError(f"lmbd must be one of {LMBD_CHOICES}, got {lmbd!r}")
+    from models import safe_sqrt
+
+    from .datasets import relative_noise
+    value = 2.0 * relative_noise(x, model.dim)
+    return lambda terms: terms['reconstruction'] + value * safe_sqrt(terms['invariance'])
+
+
 def adapt_steps(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = ADAPT_LR,
-                batch_size: int = ADAPT_BATCH, seed: int = 0) -> Iterator[float]:
+                batch_size: int = ADAPT_BATCH, seed: int = 0,
+                lmbd: str = ADAPT_LMBD) -> Iterator[float]:
     """Train `model`'s weights in memory on `image` ((spatial...) or (spatial..., C), any
     range), yielding the loss after each of `steps` steps. Batch norm in inference mode,
-    a fresh Adam at `lr`; the model's optimizer state, step and checkpoints are untouched."""
+    a fresh Adam at `lr`, the loss of `adaptation_loss(lmbd)`; the model's optimizer state,
+    step and checkpoints are untouched."""
     import tensorflow as tf
 
     from .train_utils import mask_box_size, training_dataset
@@ -58,6 +82,7 @@ def adapt_steps(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = 
         raise ValueError("adapting needs --precision float32 or mixed_bfloat16")
     model._restore_latest()
     x = normalised(model, image)
+    loss_of = adaptation_loss(model, x, lmbd)
     size = patch_size(model, x.shape[:-1])
     batches = training_dataset([x], size, batch_size, mask_box_size(model.mask_perc), seed, 0,
                                steps)
@@ -68,7 +93,7 @@ def adapt_steps(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = 
     def step(features, noise, mask):
         with tf.GradientTape() as tape:
             terms, _, _ = model.loss_terms(features, noise, mask, training=False)
-            loss = model.loss(terms)
+            loss = loss_of(terms)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 

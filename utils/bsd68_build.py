@@ -17,8 +17,10 @@ The blind variant (`bsd68-blind`, folder BSD68-blind) gives training image i its
 lo + (hi - lo) * numpy.random.default_rng([NOISE_SEED, 2, i]).random() for the range (lo, hi)
 = datasets.BLIND_SIGMA (0..55), with the same noise draw as above scaled by it; its test
 images are those of BSD68 (sigma 25). Only the noisy images are stored: training never sees
-the clean PNGs.
+the clean PNGs. Other noise levels (`download.py --sigma`) use the same draws scaled to that
+sigma, for training and test images; each build records its noise in NOISE_FILE.
 """
+import json
 import os
 import shutil
 import tempfile
@@ -46,6 +48,7 @@ FOLDER_LAYOUTS = (('train400', 'test68'),
 DNCNN_RAW = 'https://raw.githubusercontent.com/cszn/DnCNN/master/'
 
 FILES = BSD68.files  # the original file names, as utils/datasets.py reads them
+NOISE_FILE = 'noise.json'  # {"sigma": S or [lo, hi], "seed": NOISE_SEED} of a build
 
 
 def find_png_folders(source: str) -> Tuple[str, str]:
@@ -124,8 +127,36 @@ def is_complete(folder: str) -> bool:
     return all(os.path.isfile(os.path.join(folder, f)) for f in FILES.values())
 
 
-def write_dataset(arrays: Dict[str, np.ndarray], folder: str) -> None:
-    """Write the arrays into `folder` (which must not exist yet) through a temporary folder."""
+def noise_record(sigma, seed: int = NOISE_SEED) -> Dict:
+    """What NOISE_FILE holds for a build with `sigma` (one value or a range (lo, hi))."""
+    return {'sigma': float(sigma) if np.isscalar(sigma) else [float(s) for s in sigma],
+            'seed': int(seed)}
+
+
+def built_noise(folder: str) -> Optional[Dict]:
+    """The noise record of a built folder; None for a build older than NOISE_FILE."""
+    path = os.path.join(folder, NOISE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_noise(folder: str, sigma, seed: int = NOISE_SEED) -> None:
+    """Refuse a complete `folder` whose noise is not the one asked for (a build without a
+    record is taken as the default sigma 25 or, for a range, as asked)."""
+    wanted = noise_record(sigma, seed)
+    found = built_noise(folder) or (wanted if not np.isscalar(sigma) else noise_record(SIGMA))
+    if found != wanted:
+        raise FileExistsError(
+            f"{folder} holds BSD68 with noise sigma {found['sigma']} (seed {found['seed']}), not "
+            f"{wanted['sigma']}: pass another --data-dir for sigma {wanted['sigma']}")
+
+
+def write_dataset(arrays: Dict[str, np.ndarray], folder: str,
+                  noise: Optional[Dict] = None) -> None:
+    """Write the arrays (and the `noise` record, if given) into `folder`, which must not
+    exist yet, through a temporary folder."""
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.bsd68-', dir=parent)
@@ -134,6 +165,9 @@ def write_dataset(arrays: Dict[str, np.ndarray], folder: str) -> None:
         for key, relative in FILES.items():
             os.makedirs(os.path.join(tmp, os.path.dirname(relative)), exist_ok=True)
             np.save(os.path.join(tmp, relative), arrays[key])
+        if noise is not None:
+            with open(os.path.join(tmp, NOISE_FILE), 'w') as f:
+                json.dump(noise, f)
         os.rename(tmp, folder)  # fails rather than replace a folder that appeared meanwhile
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -143,9 +177,11 @@ def build_bsd68(source: str, folder: str, sigma=SIGMA, seed: int = NOISE_SEED) -
     """Build the data set from the PNG folders in `source` into `folder` (`sigma`: as for
     `make_arrays`).
 
-    Returns False (and writes nothing) when `folder` already holds a complete data set; a
-    non-empty incomplete `folder` is an error, so nothing is ever overwritten."""
+    Returns False (and writes nothing) when `folder` already holds a complete data set of
+    this noise; one of another noise, or a non-empty incomplete `folder`, is an error, so
+    nothing is ever overwritten."""
     if is_complete(folder):
+        check_noise(folder, sigma, seed)
         return False
     if os.path.isdir(folder) and os.listdir(folder):
         raise FileExistsError(f"{folder} exists but holds no complete BSD68 data set; move it "
@@ -155,7 +191,7 @@ def build_bsd68(source: str, folder: str, sigma=SIGMA, seed: int = NOISE_SEED) -
                          read_pngs(test_dir, TEST_NAMES, TEST_SHAPES), sigma, seed)
     if os.path.isdir(folder):
         os.rmdir(folder)  # empty
-    write_dataset(arrays, folder)
+    write_dataset(arrays, folder, noise_record(sigma, seed))
     return True
 
 

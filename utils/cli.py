@@ -111,17 +111,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text}") from None
+    if not 0 < value < float('inf'):
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def noise_sigma(text: str):
     """--noise-sigma: a positive number, or 'auto'."""
     if text == 'auto':
         return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number or auto, got {text}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive number or auto, got {text}") from None
 
 
 def parser(doc: str, name: str) -> argparse.ArgumentParser:
