@@ -67,6 +67,11 @@ def safe_sqrt(x: tf.Tensor) -> tf.Tensor:
     return tf.where(positive, tf.sqrt(tf.where(positive, x, tf.ones_like(x))), tf.zeros_like(x))
 
 
+def noise2same_loss(terms: Mapping[str, tf.Tensor], lmbd: float) -> tf.Tensor:
+    """Noise2Same's loss rec + lmbd * sqrt(inv) of the loss terms (REFERENCE.md section 1)."""
+    return terms['reconstruction'] + lmbd * safe_sqrt(terms['invariance'])
+
+
 class Noise2Same:
     """Noise2Same (Xie, Wang & Ji, NeurIPS 2020): loss = rec + lmbd * sqrt(inv).
 
@@ -283,8 +288,7 @@ class Noise2Same:
 
     def loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """rec + lmbd * sqrt(inv), lmbd = 2 when not given."""
-        lmbd = 2.0 if self.lmbd is None else float(self.lmbd)
-        return terms['reconstruction'] + lmbd * safe_sqrt(terms['invariance'])
+        return noise2same_loss(terms, 2.0 if self.lmbd is None else float(self.lmbd))
 
     def compute_losses(self, features, noise, mask, training: bool = False) -> Dict[str, float]:
         """The loss and its terms on one given batch, from the newest checkpoint.

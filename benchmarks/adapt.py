@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmarks.noise_levels import noisy_images, validation_clean
 from utils import cli
+from utils.adapt import LMBD_CHOICES
 
 
 def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray],
@@ -56,11 +57,6 @@ def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray]
     return means, adapting / len(clean)
 
 
-def adapt_choices() -> Sequence[str]:
-    from utils.adapt import LMBD_CHOICES
-    return LMBD_CHOICES
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     p = cli.new_parser(__doc__)
     p.add_argument('--names', nargs='+', default=None,
@@ -75,7 +71,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='adaptation steps to score (default: utils.adapt.ADAPT_STEPS)')
     p.add_argument('--lrs', type=float, nargs='+', default=None,
                    help='adaptation learning rates (default: utils.adapt.ADAPT_LR)')
-    p.add_argument('--lmbds', nargs='+', default=None, choices=adapt_choices(),
+    p.add_argument('--lmbds', nargs='+', default=None, choices=LMBD_CHOICES,
                    help='noise level of the adaptation loss: model (its own) or image (2 x the '
                         'image\'s blind noise estimate) (default: utils.adapt.ADAPT_LMBD)')
     p.add_argument('--tune', action='store_true',

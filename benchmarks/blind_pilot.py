@@ -22,7 +22,7 @@ Scored on the 68 BSD68 test images at --sigmas with the noise of benchmarks.nois
 validation images (default_rng(9100 + sigma), 3 draws), which is where a choice is made.
 Writes --out/table.md and results.csv.
 """
-import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -103,7 +103,6 @@ def train_noise_norm(args) -> None:
 
 def read_seconds(run_dir: str) -> Dict[str, float]:
     """{method: training wall seconds} that the runs in run_dir recorded ({} if none)."""
-    import json
     path = os.path.join(run_dir, SECONDS_FILE)
     if not os.path.exists(path):
         return {}
@@ -114,8 +113,6 @@ def read_seconds(run_dir: str) -> Dict[str, float]:
 def train_all(args) -> Dict[str, float]:
     """Train the methods not yet trained to --steps; returns {method: wall seconds} of every
     method, also of those an earlier run trained (kept in --run-dir/seconds.json)."""
-    import json
-
     from utils.checkpoint_utils import latest_checkpoint
     os.makedirs(args.run_dir, exist_ok=True)
     log = os.path.join(args.run_dir, 'train.log')
@@ -184,10 +181,9 @@ def report(results: noise_levels.Results, args, seconds: Dict[str, float]) -> st
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.new_parser(__doc__)
     p.add_argument('--run-dir', required=True, help='where the pilot models are trained')
-    p.add_argument('--data-dir', default='Denoising_data', help='(default: Denoising_data)')
+    p.add_argument('--data-dir', default=cli.DATA_DIR, help='where bsd68 and bsd68-blind are built')
     p.add_argument('--from', dest='from_dir', default='../shared/data/bsd68',
                    help='the BSD68 PNG folders, for the clean validation images '
                         '(default: ../shared/data/bsd68)')
@@ -195,7 +191,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--batch-size', type=cli.positive_int, default=16)
     p.add_argument('--steps', type=cli.positive_int, default=3000)
     p.add_argument('--seed', type=int, default=666)
-    p.add_argument('--precision', default='mixed_bfloat16')
+    p.add_argument('--precision', default='mixed_bfloat16', choices=cli.PRECISIONS)
     p.add_argument('--sigmas', type=float, nargs='+', default=[5, 15, 25, 50])
     p.add_argument('--images', type=cli.positive_int, default=68, help='BSD68 test images')
     p.add_argument('--out', default='results/blind_pilot')

@@ -59,11 +59,11 @@ def adaptation_loss(model, x: np.ndarray, lmbd: str) -> Callable:
         return model.loss
     if lmbd != 'image':
         raise ValueError(f"lmbd must be one of {LMBD_CHOICES}, got {lmbd!r}")
-    from models import safe_sqrt
+    from models import noise2same_loss
 
     from .datasets import relative_noise
     value = 2.0 * relative_noise(x, model.dim)
-    return lambda terms: terms['reconstruction'] + value * safe_sqrt(terms['invariance'])
+    return lambda terms: noise2same_loss(terms, value)
 
 
 def adapt_steps(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = ADAPT_LR,
