@@ -1,10 +1,17 @@
-"""Export a trained model as a TensorFlow SavedModel (runs without this repository) or as a
-bioimage.io package (BioImage Model Zoo: deepImageJ/Fiji, ilastik, napari, bioimageio.core).
+"""Export a trained model as a TensorFlow SavedModel (runs without this repository), as a
+bioimage.io package (BioImage Model Zoo: deepImageJ/Fiji, ilastik, napari, bioimageio.core) or
+as a weights-only model folder (to share or ship a model: a third of the size).
 
     python export.py --name N2S_PRO-8000-2 --output exported/n2sp
     # then, anywhere:  tf.saved_model.load('exported/n2sp').signatures['serving_default'](image=x)
     python export.py --name bsd68-N2S --bioimageio bsd68-N2S.zip
     # then:            bioimageio test bsd68-N2S.zip ; bioimageio predict ...
+    python export.py --model-dir runs --name bsd68-w64 --checkpoint trained_models/bsd68-w64
+    # then:            test.py / test_single.py --name bsd68-w64, or train.py --init-from it
+
+A weights-only folder holds the newest checkpoint without its Adam slots, and settings.json:
+prediction and --init-from give what the full folder gives; training in it continues with a
+fresh optimizer (not the exact resume of the original folder).
 
 A bioimage.io package needs the extra requirements-bioimageio.txt (pip install -r
 requirements-bioimageio.txt); utils/bioimageio.py says what it holds. Its README gives the
@@ -26,12 +33,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     target.add_argument('--output', help='SavedModel folder to create (must not exist)')
     target.add_argument('--bioimageio', metavar='OUT.zip',
                         help='bioimage.io package to create (must not exist)')
+    target.add_argument('--checkpoint', metavar='FOLDER',
+                        help='weights-only model folder to create (must not exist)')
     p.add_argument('--license', default=None,
                    help='SPDX license id written into the package (default: none stated)')
     p.add_argument('--author', action='append', default=None,
                    help='author name for the package (repeatable)')
     args = p.parse_args(argv)
-    out = args.output or args.bioimageio
+    out = args.output or args.bioimageio or args.checkpoint
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise OSError(f"cannot write {out}: folder {folder} does not exist")
@@ -48,6 +57,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     model = Noise2Same(args.model_dir, args.name)
     if args.output:
         print(f'wrote {model.export(args.output)}')
+        return
+    if args.checkpoint:
+        print(f'wrote {model.export_checkpoint(args.checkpoint)} (weights only, step '
+              f'{int(model.global_step.numpy())})')
         return
     from utils import bioimageio
     bioimageio.check_describable(model)

@@ -18,6 +18,8 @@ Example
 """
 import functools
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -31,8 +33,10 @@ from network import DenoisingNetwork  # noqa: E402
 from network_configure import LR_SCHEDULES, PRECISIONS, merged_net_config  # noqa: E402
 from utils import serving, training_loop  # noqa: E402
 from utils.checkpoint_utils import (  # noqa: E402
-    CheckpointError, SettingConflict, infer_settings, is_tf1_checkpoint, latest_checkpoint,
-    read_checkpoint, read_settings, tf1_variable_names, to_builtin)
+    SETTINGS_FILE, CheckpointError, SettingConflict, infer_settings, is_tf1_checkpoint,
+    latest_checkpoint, read_checkpoint, read_settings, tf1_variable_names, to_builtin,
+    write_json_atomic)
+from utils.files import plain_folder_mode  # noqa: E402
 from utils.predict_utils import PadAndCropResizer, Predictor  # noqa: E402
 from utils.train_utils import TF1Adam, donut_average, mask_box_size, training_dataset  # noqa: E402
 
@@ -448,6 +452,37 @@ class Noise2Same:
         self._restore_latest(checkpoint_path)
         return serving.export(self.model, self.dim, self.in_channels, 2 ** self.net.depth, path,
                               per_channel=self.normalisation == 'channel')
+
+    def export_checkpoint(self, folder: str, checkpoint_path: Optional[str] = None) -> str:
+        """Write a weights-only model folder: the newest checkpoint's weights, batch-norm
+        statistics, global step and input-pipeline seed without the Adam slots (a third of the
+        size), beside a copy of settings.json. It predicts, exports and initialises training
+        (`init_from`) exactly as the full one; training in it continues from those weights with
+        a fresh optimizer (and says so). An existing `folder` is an error; the folder appears
+        complete or not at all. Returns `folder`."""
+        path = checkpoint_path or latest_checkpoint(self.model_dir)
+        if path is None:
+            raise CheckpointError(f"no checkpoint in {self.model_dir} to export")
+        if os.path.exists(folder):
+            raise FileExistsError(f"{folder} exists; remove it or choose another folder")
+        self.restore(path, optimizer=True)
+        model_variables = {name for name, _ in tf1_variable_names(self.model)}
+        state = {name: variable for name, variable in self.state.items()
+                 if name in model_variables or name in ('global_step', 'input_pipeline/seed')}
+        parent = os.path.dirname(os.path.abspath(folder))
+        partial = tempfile.mkdtemp(prefix=f'.{os.path.basename(folder)}-', dir=parent)
+        try:
+            os.chmod(partial, plain_folder_mode())
+            tf.train.CheckpointManager(tf.train.Checkpoint(state=state), partial, max_to_keep=1,
+                                       checkpoint_name='ckpt').save(
+                checkpoint_number=int(self.global_step.numpy()))
+            write_json_atomic(os.path.join(partial, SETTINGS_FILE),
+                              read_settings(self.model_dir) or self.settings())
+            os.rename(partial, folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return folder
 
 
 class Noise2SamePro(Noise2Same):

@@ -62,3 +62,49 @@ def test_export_refuses_to_overwrite(tmp_path):
     (tmp_path / 'out').mkdir()
     with pytest.raises(FileExistsError):
         model.export(str(tmp_path / 'out'))
+
+
+def test_weights_only_folder_predicts_and_initialises_as_the_full_one(tmp_path, capsys):
+    import export
+    import tensorflow as tf
+    from models import Noise2SamePro, load_model
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(3, 24, 24, 1)).astype(np.float32)
+    full = Noise2SamePro(str(tmp_path), 'full', net_config={'first_output_filters': 4})
+    full.train(images, [16, 16], batch_size=2, steps=3, verbose=False, seed=5)
+    export.main(['--model-dir', str(tmp_path), '--name', 'full',
+                 '--checkpoint', str(tmp_path / 'slim')])
+    assert 'weights only, step 3' in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ['full', 'slim']  # no partial folder left over
+    assert os.stat(tmp_path / 'slim').st_mode & 0o777 == os.stat(tmp_path / 'full').st_mode & 0o777
+    assert (tmp_path / 'slim' / 'settings.json').read_text() == \
+        (tmp_path / 'full' / 'settings.json').read_text()
+    names = lambda folder: {n for n, _ in tf.train.list_variables(str(tmp_path / folder / 'ckpt-3'))}
+    dropped = names('full') - names('slim')
+    assert dropped and all('Adam' in n or 'beta' in n and 'power' in n for n in dropped), dropped
+    assert {n for n in names('slim') if 'global_step' in n or 'seed' in n}
+    size = lambda folder: os.path.getsize(tmp_path / folder / 'ckpt-3.data-00000-of-00001')
+    assert size('slim') < 0.4 * size('full')
+
+    slim = load_model(str(tmp_path), 'slim')
+    assert type(slim) is Noise2SamePro and slim.sigma_floor == full.sigma_floor
+    image = rng.normal(size=(29, 35)).astype(np.float32)
+    np.testing.assert_array_equal(slim.predict(image), full.predict(image))
+
+    # --init-from the weights-only folder trains exactly as from the full one
+    grown = []
+    for source in ('full', 'slim'):
+        model = Noise2SamePro(str(tmp_path), f'from-{source}', net_config={'first_output_filters': 4})
+        model.train(images, [16, 16], batch_size=2, steps=2, verbose=False, seed=7,
+                    init_from=str(tmp_path / source))
+        grown.append(model.predict(image))
+    np.testing.assert_array_equal(*grown)
+
+    # training in it says that the optimizer starts afresh, and goes on
+    slim.train(images, [16, 16], batch_size=2, steps=4, verbose=False)
+    assert 'weights-only (no optimizer state)' in capsys.readouterr().err
+    assert int(slim.global_step.numpy()) == 4
+
+    with pytest.raises(FileExistsError):
+        export.main(['--model-dir', str(tmp_path), '--name', 'full',
+                     '--checkpoint', str(tmp_path / 'slim')])

@@ -157,3 +157,16 @@ def test_numpy_numbers_are_accepted_as_settings(tmp_path, noisy_images):
     assert settings['net_config']['first_output_filters'] == 4
     again = Noise2Same(str(tmp_path), 'n', lmbd=np.float32(0.8))  # the same value agrees
     assert again.lmbd == pytest.approx(0.8)
+
+
+def test_init_from_without_filters_takes_the_starting_models_network(tmp_path, capsys):
+    where = ['--data-dir', str(tmp_path / 'data'), '--model-dir', str(tmp_path / 'm')]
+    train.main(TINY + where + ['--name', 'start', '--steps', '2'])
+    at = TINY.index('--filters')
+    small = TINY[:at] + TINY[at + 2:]  # no --filters: 96 for a new model by default
+    train.main(small + where + ['--name', 'tuned', '--steps', '1',
+                                '--init-from', str(tmp_path / 'm' / 'start')])
+    assert 'network of --init-from' in capsys.readouterr().out
+    settings = lambda name: json.loads((tmp_path / 'm' / name / 'settings.json').read_text())
+    assert settings('tuned')['net_config'] == settings('start')['net_config']
+    assert settings('tuned')['net_config']['first_output_filters'] == 4

@@ -113,6 +113,14 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     return values
 
 
+def has_optimizer_state(path: str) -> bool:
+    """False for a weights-only checkpoint (`Noise2Same.export_checkpoint`): no Adam slots."""
+    try:  # names only: TF1 '<weight>/Adam', TF2 the same escaped ('.SAdam')
+        return any('Adam' in name for name, _ in tf.train.list_variables(path))
+    except Exception as error:
+        raise _unreadable(path, error) from None
+
+
 def is_tf1_checkpoint(path: str) -> bool:
     """True when the checkpoint at `path` was written by the original TF1 code."""
     try:

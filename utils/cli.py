@@ -281,10 +281,31 @@ def training_settings(args: argparse.Namespace, dataset: Dataset, saved: Dict,
 
 
 def model_kwargs(args: argparse.Namespace, dataset: Dataset) -> Dict:
-    """Constructor arguments of a model for `dataset` from the flags."""
+    """Constructor arguments of a model for `dataset` from the flags. A new model trained
+    --init-from a model directory without --filters gets that model's network configuration."""
+    net_config = {'first_output_filters': args.filters} if args.filters else None
+    init_from = getattr(args, 'init_from', None)
+    if net_config is None and init_from and not saved_settings(args):
+        net_config = initial_net_config(init_from)
     return {'dim': dataset.dim, 'in_channels': dataset.in_channels, 'precision': args.precision,
-            'normalisation': dataset.normalisation,
-            'net_config': {'first_output_filters': args.filters} if args.filters else None}
+            'normalisation': dataset.normalisation, 'net_config': net_config}
+
+
+def initial_net_config(init_from: str) -> Optional[Dict]:
+    """The network configuration in init_from's settings.json (None without one, e.g. an
+    original TF1 directory, whose width is the default 96)."""
+    import json
+    path = os.path.join(init_from, 'settings.json')
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            net_config = json.load(f).get('net_config')
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot read {path} ({error}); repair it or give --filters") from None
+    if net_config:
+        print(f"network of --init-from {init_from}: width {net_config['first_output_filters']}")
+    return net_config
 
 
 def resolve_dataset(args: argparse.Namespace, saved: Optional[Dict] = None) -> Dataset:

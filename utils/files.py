@@ -23,9 +23,18 @@ def check_writable(path: str) -> None:
 
 def plain_file_mode() -> int:
     """The mode open() gives a new file: 0o666 without the process's umask bits."""
+    return 0o666 & ~_umask()
+
+
+def plain_folder_mode() -> int:
+    """The mode os.mkdir gives a new folder (tempfile.mkdtemp's is 0o700): 0o777 less umask."""
+    return 0o777 & ~_umask()
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 @contextmanager

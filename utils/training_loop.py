@@ -18,8 +18,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from .checkpoint_utils import (CheckpointError, SETTINGS_FILE, SettingConflict, backup_tf1_state,
-                               is_tf1_checkpoint, latest_checkpoint, to_builtin,
-                               write_json_atomic)
+                               has_optimizer_state, is_tf1_checkpoint, latest_checkpoint,
+                               to_builtin, write_json_atomic)
 from .distribute import is_chief
 from .predict_utils import PadAndCropResizer
 from .train_utils import (batch_maker, check_training_images, learning_rate, mask_box_size,
@@ -220,6 +220,10 @@ def _resume(model, init_from: Optional[str], seed: Optional[int]) -> int:
     path = latest_checkpoint(model.model_dir)
     if path is not None:
         model.restore(path, optimizer=True)
+        if not has_optimizer_state(path):
+            print(f"note: {path} is weights-only (no optimizer state): training continues from "
+                  f"its weights at step {int(model.global_step.numpy())} with a fresh Adam",
+                  file=sys.stderr)
     elif init_from is not None:
         source = latest_checkpoint(init_from)
         if source is None:
