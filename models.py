@@ -18,8 +18,6 @@ Example
 """
 import functools
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -36,7 +34,7 @@ from utils.checkpoint_utils import (  # noqa: E402
     SETTINGS_FILE, CheckpointError, SettingConflict, infer_settings, is_tf1_checkpoint,
     latest_checkpoint, read_checkpoint, read_settings, tf1_variable_names, to_builtin,
     write_json_atomic)
-from utils.files import plain_folder_mode  # noqa: E402
+from utils.files import atomic_folder  # noqa: E402
 from utils.predict_utils import PadAndCropResizer, Predictor  # noqa: E402
 from utils.train_utils import TF1Adam, donut_average, mask_box_size, training_dataset  # noqa: E402
 
@@ -469,19 +467,12 @@ class Noise2Same:
         model_variables = {name for name, _ in tf1_variable_names(self.model)}
         state = {name: variable for name, variable in self.state.items()
                  if name in model_variables or name in ('global_step', 'input_pipeline/seed')}
-        parent = os.path.dirname(os.path.abspath(folder))
-        partial = tempfile.mkdtemp(prefix=f'.{os.path.basename(folder)}-', dir=parent)
-        try:
-            os.chmod(partial, plain_folder_mode())
+        with atomic_folder(folder) as partial:
             tf.train.CheckpointManager(tf.train.Checkpoint(state=state), partial, max_to_keep=1,
                                        checkpoint_name='ckpt').save(
                 checkpoint_number=int(self.global_step.numpy()))
             write_json_atomic(os.path.join(partial, SETTINGS_FILE),
                               read_settings(self.model_dir) or self.settings())
-            os.rename(partial, folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
         return folder
 
 

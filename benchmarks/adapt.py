@@ -16,6 +16,7 @@ way left out (one prediction more is what `--adapt` costs on top), on this machi
 whatever else runs beside it (say so when quoting them). Writes Markdown and
 CSV (adapt.* or tune_adapt.*) under --out.
 """
+import itertools
 import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -116,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             (time.time() - started) / len(clean))
         for name in names:
             model = load_model(args.model_dir, name)
-            for i, (lmbd, lr) in enumerate((m, r) for m in lmbds for r in lrs):
+            for i, (lmbd, lr) in enumerate(itertools.product(lmbds, lrs)):
                 result, seconds = adapt_scores(model, clean, noisy, steps, lr, lmbd)
                 if i == 0:
                     add(sigma, name, result[0]['plain'], result[0]['refined'])

@@ -65,3 +65,25 @@ def test_percentile_normalizer_round_trips():
     y = norm.before(img, 'YXC')
     assert np.percentile(y[..., 0], 2) == pytest.approx(0, abs=1e-5)
     np.testing.assert_allclose(norm.after(y), img, rtol=1e-5)
+
+
+def test_atomic_folder_appears_whole_with_mkdirs_mode_or_not_at_all(tmp_path):
+    import os
+
+    from utils.files import atomic_folder
+    with atomic_folder(str(tmp_path / 'new')) as tmp:
+        (tmp_path / os.path.basename(tmp) / 'a.txt').write_text('x')
+        assert not (tmp_path / 'new').exists()
+    os.mkdir(tmp_path / 'plain')
+    mode = lambda name: os.stat(tmp_path / name).st_mode & 0o777
+    assert mode('new') == mode('plain') and (tmp_path / 'new' / 'a.txt').read_text() == 'x'
+    with pytest.raises(RuntimeError):
+        with atomic_folder(str(tmp_path / 'failed')):
+            raise RuntimeError('interrupted')
+    (tmp_path / 'taken').mkdir()
+    (tmp_path / 'taken' / 'b.txt').write_text('keep')
+    with pytest.raises(OSError):
+        with atomic_folder(str(tmp_path / 'taken')) as tmp:
+            (tmp_path / os.path.basename(tmp) / 'c.txt').write_text('y')
+    assert (tmp_path / 'taken' / 'b.txt').read_text() == 'keep'
+    assert sorted(os.listdir(tmp_path)) == ['new', 'plain', 'taken']  # no temporary left

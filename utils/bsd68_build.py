@@ -22,15 +22,13 @@ sigma, for training and test images; each build records its noise in NOISE_FILE.
 """
 import json
 import os
-import shutil
-import tempfile
 import urllib.request
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .datasets import BSD68
-from .files import atomic_write
+from .files import atomic_folder, atomic_write
 
 NOISE_SEED = 68
 SIGMA = 25.0
@@ -157,20 +155,13 @@ def write_dataset(arrays: Dict[str, np.ndarray], folder: str,
                   noise: Optional[Dict] = None) -> None:
     """Write the arrays (and the `noise` record, if given) into `folder`, which must not
     exist yet, through a temporary folder."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.bsd68-', dir=parent)
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_folder(folder) as tmp:
         for key, relative in FILES.items():
             os.makedirs(os.path.join(tmp, os.path.dirname(relative)), exist_ok=True)
             np.save(os.path.join(tmp, relative), arrays[key])
         if noise is not None:
             with open(os.path.join(tmp, NOISE_FILE), 'w') as f:
                 json.dump(noise, f)
-        os.rename(tmp, folder)  # fails rather than replace a folder that appeared meanwhile
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_bsd68(source: str, folder: str, sigma=SIGMA, seed: int = NOISE_SEED) -> bool:

@@ -222,8 +222,13 @@ def distribution(args: argparse.Namespace) -> Dict:
 
 def saved_settings(args: argparse.Namespace) -> Dict:
     """The settings.json of the model directory --model-dir/--name ({} for a new model)."""
+    return settings_in(os.path.join(args.model_dir, args.name))
+
+
+def settings_in(folder: str) -> Dict:
+    """The settings.json of a model directory ({} without one); read without TensorFlow."""
     import json
-    path = os.path.join(args.model_dir, args.name, 'settings.json')
+    path = os.path.join(folder, 'settings.json')
     if not os.path.exists(path):
         return {}
     try:
@@ -294,15 +299,7 @@ def model_kwargs(args: argparse.Namespace, dataset: Dataset) -> Dict:
 def initial_net_config(init_from: str) -> Optional[Dict]:
     """The network configuration in init_from's settings.json (None without one, e.g. an
     original TF1 directory, whose width is the default 96)."""
-    import json
-    path = os.path.join(init_from, 'settings.json')
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            net_config = json.load(f).get('net_config')
-    except (OSError, ValueError) as error:
-        raise OSError(f"cannot read {path} ({error}); repair it or give --filters") from None
+    net_config = settings_in(init_from).get('net_config')
     if net_config:
         print(f"network of --init-from {init_from}: width {net_config['first_output_filters']}")
     return net_config

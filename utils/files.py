@@ -1,6 +1,7 @@
-"""Writing files atomically: through a temporary file in the target's folder and a rename, so
-a reader never sees a partial file and an interrupted write leaves the old file (or none)."""
+"""Writing files and folders atomically: through a temporary one in the target's folder and a
+rename, so a reader never sees a partial one and an interrupted write leaves the old (or none)."""
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -26,11 +27,6 @@ def plain_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def plain_folder_mode() -> int:
-    """The mode os.mkdir gives a new folder (tempfile.mkdtemp's is 0o700): 0o777 less umask."""
-    return 0o777 & ~_umask()
-
-
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -54,3 +50,19 @@ def atomic_write(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """Yield a new temporary folder beside `path` to fill; on success it is renamed to `path`
+    (which must not exist: the rename fails rather than replace a folder that appeared
+    meanwhile) with the mode os.mkdir gives; on an exception it is removed."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(path))}.tmp-', dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,9 +1,10 @@
 """Export: a trained model as a TensorFlow SavedModel that needs neither this repository nor
 Keras to run (`Noise2Same.export`)."""
 import os
-import shutil
 
 import tensorflow as tf
+
+from .files import atomic_folder
 
 
 class ServingModule(tf.Module):
@@ -55,11 +56,6 @@ def export(network, dim: int, in_channels: int, multiple: int, path: str,
     if os.path.exists(path):
         raise FileExistsError(f"{path} exists; remove it or choose another export path")
     module = ServingModule(network, dim, in_channels, multiple, per_channel)
-    tmp = f'{path.rstrip(os.sep)}.tmp-{os.getpid()}'
-    try:
+    with atomic_folder(path) as tmp:
         tf.saved_model.save(module, tmp, signatures={'serving_default': module.denoise})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
     return path
