@@ -2,6 +2,7 @@
 smoke run of the speed benchmark's pieces."""
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -201,3 +202,69 @@ def test_blind_pilot_noise_normalisation_and_branching(tmp_path):
     assert sorted(p.name for p in (tmp_path / 'b').iterdir()) == [
         'checkpoint', 'ckpt-5.data-00000-of-00001', 'ckpt-5.index', 'settings.json']
     assert latest_checkpoint(str(tmp_path / 'b')).endswith('ckpt-5')
+
+
+def test_folder_benchmark_writes_8bit_photos_and_scores_the_outputs(tmp_path, monkeypatch):
+    """benchmarks.folder end to end with stand-ins for train.py and test_single.py: the photo
+    folder and held-out PNGs are the noisy images rounded and clipped, the training command is
+    the user's (--images the folder, --noise-sigma auto), and each row's PSNR is recomputed."""
+    from benchmarks import folder
+    from utils.image_utils import read_image, write_image_atomic
+    rng = np.random.default_rng(5)
+    data = tmp_path / 'sigma10' / 'BSD68'
+    for split in ('train', 'val', 'test'):
+        (data / split).mkdir(parents=True)
+    train = rng.uniform(-20, 280, (6, 48, 48)).astype(np.float32)
+    np.save(data / 'train' / 'DCNN400_train_gaussian25.npy', train)
+    np.save(data / 'val' / 'DCNN400_validation_gaussian25.npy', train[:1])
+    clean = [np.round(rng.uniform(0, 255, (40, 56))).astype(np.float32) for _ in range(3)]
+    noisy = [c + rng.normal(0, 10, c.shape).astype(np.float32) for c in clean]
+    for name, images in (('bsd68_gaussian25', noisy), ('bsd68_groundtruth', clean)):
+        array = np.empty(len(images), object)
+        array[:] = images
+        np.save(data / 'test' / f'{name}.npy', array)
+    commands = []
+
+    def fake_run(command):  # train: a final checkpoint; test_single: clean + offset as PNG
+        commands.append(command)
+        if command[0] == 'train.py':
+            model = os.path.join(command[command.index('--model-dir') + 1],
+                                 command[command.index('--name') + 1])
+            os.makedirs(model)
+            open(os.path.join(model, 'ckpt-30.index'), 'w').close()
+            return 60.0
+        out = command[command.index('--output-dir') + 1]
+        os.makedirs(out)
+        offset = 3 if '--no-refine' in command else 1
+        for i, c in enumerate(clean):
+            write_image_atomic(os.path.join(out, f'test_{i:02d}_denoised.png'),
+                               np.clip(c + offset, 0, 255).astype(np.uint8))
+        return 6.0
+
+    monkeypatch.setattr(folder, 'run', fake_run)
+    folder.main(['--sigma', '10', '--photos', '4', '--steps', '30', '--data-dir',
+                 str(tmp_path / 'sigma10'), '--work', str(tmp_path / 'work'),
+                 '--out', str(tmp_path / 'out')])
+    photos = tmp_path / 'work' / 'sigma10' / 'photos'
+    assert sorted(os.listdir(photos)) == [f'photo_{i:03d}.png' for i in range(4)]
+    first = read_image(str(photos / 'photo_000.png')).pixels
+    assert first.dtype == np.uint8
+    np.testing.assert_array_equal(first, np.clip(np.rint(train[0]), 0, 255))
+    train_command = commands[0]
+    assert train_command[:3] == ['train.py', '--images', str(photos)]
+    assert train_command[train_command.index('--noise-sigma') + 1] == 'auto'
+    assert [c[0] for c in commands[1:]] == ['test_single.py'] * 4
+
+    def psnr(a, b):
+        return 20 * np.log10(255) - 10 * np.log10(np.mean((np.float64(a) - b) ** 2))
+    quantised = [np.clip(np.rint(x), 0, 255) for x in noisy]
+    with open(tmp_path / 'out' / 'sigma10.csv') as f:
+        rows = {r['method']: float(r['psnr']) for r in csv.DictReader(f)}
+    assert rows['noisy input'] == pytest.approx(
+        np.mean([psnr(c, q) for c, q in zip(clean, quantised)]), abs=0.006)
+    for refined, offset in ((True, 1), (False, 3)):
+        expected = np.mean([psnr(c, np.clip(c + offset, 0, 255)) for c in clean])
+        key = 'trained on the folder (30 steps), ' + (
+            'refined (default)' if refined else '--no-refine')
+        assert rows[key] == pytest.approx(expected, abs=0.006)
+    assert '1.0 min' in (tmp_path / 'out' / 'sigma10.md').read_text()

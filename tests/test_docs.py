@@ -14,7 +14,7 @@ DOCS = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
 # written by the commands the docs describe (data sets, make demo, exports), not committed
 GENERATED = ('.venv/', 'Denoising_data/', 'results/demo/', 'results/speed.json', 'exported/',
              'runs/', 'trained_models/demo-N2S', 'trained_models/N2S', '../shared/')
-PATH_SUFFIXES = ('.py', '.md', '.png', '.csv', '.json', '.txt', '.npy', '.yaml', '.zip')
+PATH_SUFFIXES = ('.py', '.md', '.png', '.csv', '.json', '.txt', '.npy', '.yaml', '.zip', '.sh')
 NOT_PATHS = ('loss_metric/',)  # TensorBoard tags
 
 
