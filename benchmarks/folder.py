@@ -87,7 +87,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise ValueError(f"--photos {args.photos}: the training set has {len(train)} images")
     test = dataset.test_images(data_dir)
     work = os.path.abspath(os.path.join(args.work, tag))
-    photos, held_out = os.path.join(work, 'photos'), os.path.join(work, 'held_out')
+    # one photo folder per --photos, so that a rerun with fewer never trains on more
+    photos = os.path.join(work, f'photos-{args.photos}')
+    held_out = os.path.join(work, 'held_out')
     photo_names = [f'photo_{i:03d}.png' for i in range(args.photos)]
     test_names = [f'test_{i:02d}.png' for i in range(len(test))]
     write_pngs(train[:args.photos], photos, photo_names)
@@ -105,7 +107,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     wall_file = os.path.join(models, f'{name}.seconds')  # the training's wall time
     if not os.path.exists(os.path.join(models, name, f'ckpt-{args.steps}.index')):
         cli.write_text_atomic(wall_file, f'{run(train_command):.0f}\n')
-    train_seconds = float(open(wall_file).read()) if os.path.exists(wall_file) else None
+    train_seconds = None
+    if os.path.exists(wall_file):
+        with open(wall_file) as f:
+            train_seconds = float(f.read())
 
     start_dir, start_name = os.path.split(os.path.abspath(args.init_from))
     rows: List[Dict] = [{'method': 'noisy input', 'psnr': np.mean([PSNR(c, x) for c, x in
@@ -133,15 +138,15 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     os.makedirs(args.out, exist_ok=True)
     cli.write_csv_atomic(os.path.join(args.out, f'{tag}.csv'), rows)
-    shown = ' '.join(c if c != photos else f'{args.work}/{tag}/photos' for c in train_command)
-    shown = shown.replace(models, f'{args.work}/{tag}/models')
+    shown = ' '.join(train_command).replace(work, f'{args.work}/{tag}')
     lines = [f'### A folder of {args.photos} noisy photos (sigma {args.sigma:g}): '
-             f'68 held-out BSD68 test images, mean PSNR (dB)', '',
+             f'{len(test)} held-out BSD68 test images, mean PSNR (dB)', '',
              '| method | PSNR | s/image |', '|---|---|---|']
     lines += [f"| {r['method']} | {r['psnr']} | {r['seconds']} |" for r in rows]
     lines += ['', f'Training: `python {shown}`' + (
         f' ({train_seconds / 60:.1f} min)' if train_seconds else ''),
-        f's/image: test_single.py wall time over the 68 files (model loading included); '
+        f's/image: test_single.py wall time over the {len(test)} files (model loading '
+        f'included); '
         f'{cli.machine_label()}', '',
         f'Command: `python -m benchmarks.folder --sigma {args.sigma:g} --photos {args.photos} '
         f'--steps {args.steps}`']

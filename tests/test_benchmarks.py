@@ -245,7 +245,7 @@ def test_folder_benchmark_writes_8bit_photos_and_scores_the_outputs(tmp_path, mo
     folder.main(['--sigma', '10', '--photos', '4', '--steps', '30', '--data-dir',
                  str(tmp_path / 'sigma10'), '--work', str(tmp_path / 'work'),
                  '--out', str(tmp_path / 'out')])
-    photos = tmp_path / 'work' / 'sigma10' / 'photos'
+    photos = tmp_path / 'work' / 'sigma10' / 'photos-4'
     assert sorted(os.listdir(photos)) == [f'photo_{i:03d}.png' for i in range(4)]
     first = read_image(str(photos / 'photo_000.png')).pixels
     assert first.dtype == np.uint8
