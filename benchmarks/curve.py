@@ -117,9 +117,9 @@ def name_values(pairs: Optional[List[str]], flag: str, kind=float) -> Dict[str, 
     for pair in pairs or []:
         name, _, value = pair.partition('=')
         try:
-            out[name] = kind(value)
             if not name or not value:
                 raise ValueError
+            out[name] = kind(value)
         except ValueError:
             raise ValueError(f"{flag} takes NAME=VALUE, got {pair!r}") from None
     return out

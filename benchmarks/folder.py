@@ -34,12 +34,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write_pngs(images: Sequence[np.ndarray], folder: str, names: Sequence[str]) -> None:
     """Each (H, W) float image (0..255) rounded and clipped to an 8-bit PNG in `folder`."""
-    from utils.image_utils import write_image_atomic
+    from utils.image_utils import to_dtype, write_image_atomic
     os.makedirs(folder, exist_ok=True)
     for image, name in zip(images, names):
         path = os.path.join(folder, name)
         if not os.path.exists(path):
-            write_image_atomic(path, np.clip(np.rint(image), 0, 255).astype(np.uint8))
+            write_image_atomic(path, to_dtype(image, np.zeros(1, np.uint8)))
 
 
 def read_pngs(folder: str, names: Sequence[str]) -> List[np.ndarray]:
@@ -74,8 +74,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = p.parse_args(argv)
 
     from utils.baselines import nlm
-    from utils.datasets import get_dataset
-    from utils.evaluation_utils import PSNR
+    from utils.datasets import TestImage, get_dataset
+    from utils.evaluation_utils import PSNR, score_denoiser
     tag = f'sigma{args.sigma:g}'
     data_dir = args.data_dir or os.path.join(cli.DATA_DIR, tag)
     dataset = get_dataset('bsd68', data_dir)
@@ -95,7 +95,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     write_pngs(train[:args.photos], photos, photo_names)
     write_pngs([t.noisy for t in test], held_out, test_names)
     clean = [np.asarray(t.clean, np.float64) for t in test]
-    noisy = read_pngs(held_out, test_names)
+    pngs = [TestImage(t.name, x, c) for t, x, c in zip(test, read_pngs(held_out, test_names),
+                                                       clean)]
 
     name = f'folder-{tag}-{args.photos}'
     models = os.path.join(work, 'models')
@@ -113,12 +114,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             train_seconds = float(f.read())
 
     start_dir, start_name = os.path.split(os.path.abspath(args.init_from))
-    rows: List[Dict] = [{'method': 'noisy input', 'psnr': np.mean([PSNR(c, x) for c, x in
-                                                                    zip(clean, noisy)])}]
-    started = time.time()
-    rows.append({'method': 'NLM (utils.baselines.nlm)',
-                 'psnr': np.mean([PSNR(c, nlm(x)) for c, x in zip(clean, noisy)]),
-                 'seconds': (time.time() - started) / len(noisy)})
+    rows: List[Dict] = [{'method': 'noisy input',
+                         'psnr': score_denoiser(lambda x: x, pngs)['psnr']},
+                        {'method': 'NLM (utils.baselines.nlm)', **score_denoiser(nlm, pngs)}]
     for label, model_dir, model in ((f'{start_name} (the starting model)', start_dir,
                                      start_name),
                                     (f'trained on the folder ({args.steps} steps)', models,
@@ -131,9 +129,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             rows.append({'method': label + (', refined (default)' if refine else
                                             ', --no-refine'),
                          'psnr': np.mean([PSNR(c, d) for c, d in zip(clean, denoised)]),
-                         'seconds': seconds / len(noisy)})
+                         'seconds': seconds / len(test)})
     for row in rows:
         row['psnr'] = f"{row['psnr']:.2f}"
+        row.pop('ssim', None)
         row['seconds'] = f"{row['seconds']:.2f}" if 'seconds' in row else ''
 
     os.makedirs(args.out, exist_ok=True)
