@@ -16,9 +16,11 @@ import argparse
 import os
 import sys
 from contextlib import nullcontext
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from utils import adapt, cli, fit, image_utils
+
+UNFIT_SHOWN = 5  # several inputs: the summary names this many of those outside the model's range
 
 
 def output_paths(inputs: List[str], args) -> List[Dict[str, Optional[str]]]:
@@ -51,12 +53,18 @@ def output_paths(inputs: List[str], args) -> List[Dict[str, Optional[str]]]:
     return plans
 
 
-def denoise_file(model, plan: Dict[str, Optional[str]], args) -> None:
-    """Read, denoise and write one file (atomically); ValueError/OSError name the problem."""
+def denoise_file(model, plan: Dict[str, Optional[str]], args,
+                 note: Callable[[str], None] = print) -> None:
+    """Read, denoise and write one file (atomically); ValueError/OSError name the problem.
+    `note` gets the one-line model-fit note (utils/fit.py) when the image's noise level lies
+    outside the model's training range, before the (possibly slow) denoising."""
     image = image_utils.read_image(plan['input'])
     image_utils.check_format(plan['output'], image.dtype)
     grey = image_utils.model_input(image, model.in_channels, keep_colour=False)
-    fit.warn_if_unfit(model, grey, args.model_dir, plan['input'])
+    message = fit.unfit_message(model.name, model.saved, grey, model.dim, args.model_dir,
+                                plan['input'])
+    if message:
+        note(message)
     with adapt.adapted(model, grey, args.adapt, args.adapt_lr, lmbd=args.adapt_lmbd) \
             if args.adapt else nullcontext():
         x, denoised = image_utils.denoise(model, image, args.tile_size, args.margin, args.tta,
@@ -133,12 +141,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         denoise_file(model, plans[0], args)
         print(f"wrote {plans[0]['output']} and {plans[0]['figure']}")
         return
-    failed = []
+    failed: List[str] = []
+    unfit: List[str] = []  # inputs outside the model's noise range: the first note in full
     bar = tqdm(plans, desc=f'denoising with {args.name}', unit='file',
                mininterval=1 if sys.stderr.isatty() else 30)
+
+    def note(message: str) -> None:  # about the loop's current `plan`
+        if not unfit:
+            bar.write(message)
+        unfit.append(plan['input'])
+
     for plan in bar:
         try:
-            denoise_file(model, plan, args)
+            denoise_file(model, plan, args, note)
         except (ValueError, OSError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else \
                 type(error).__name__
@@ -147,6 +162,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     done = len(plans) - len(failed)
     where = args.output_dir or 'beside the inputs'
     print(f"denoised {done} of {len(plans)} files into {where}")
+    if len(unfit) > 1:
+        shown = ', '.join(unfit[:UNFIT_SHOWN]) + (', ...' if len(unfit) > UNFIT_SHOWN else '')
+        print(f"note: {len(unfit)} of {len(plans)} images lie outside the noise range "
+              f"{args.name} was trained on (as the first note says): {shown}")
     if failed:
         print(f"failed ({len(failed)}): {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

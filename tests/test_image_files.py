@@ -229,3 +229,21 @@ def test_test_single_denoises_many_files_and_reports_the_failed_ones(folder, tmp
                  '--output-dir', tmp_path / 'out2')
     assert result.returncode == 2 and 'would both write' in error_lines(result)[0]
     assert not os.path.exists(tmp_path / 'out2')
+
+
+def test_test_single_notes_unfit_images_once_and_sums_them_up(tmp_path):
+    # noise std 1 on a 40..200 ramp: ~0.02 x the image's std, far below the default model's
+    # training range (utils/fit.py), so each of the three images is outside it
+    rng = np.random.default_rng(6)
+    quiet = tmp_path / 'quiet'
+    quiet.mkdir()
+    for name in ('p.png', 'q.png', 'r.png'):
+        ramp = np.linspace(40, 200, 48)[None, :] * np.ones((40, 1))
+        cv2.imwrite(str(quiet / name), np.rint(ramp + rng.normal(0, 1, ramp.shape)).astype(np.uint8))
+    result = run(ROOT / 'test_single.py', quiet, '--output-dir', tmp_path / 'out')
+    assert result.returncode == 0, result.stderr[-2000:]
+    notes = [line for line in result.stdout.splitlines() if line.startswith('note:')]
+    assert len(notes) == 2, result.stdout  # the first image in full, then the summary
+    assert notes[0].startswith(f"note: {quiet / 'p.png'}: estimated noise") and 'below' in notes[0]
+    assert notes[1].startswith('note: 3 of 3 images lie outside the noise range')
+    assert notes[1].endswith(f"{quiet / 'p.png'}, {quiet / 'q.png'}, {quiet / 'r.png'}")

@@ -77,14 +77,6 @@ def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_
             f"{bounds[0]:.2f}-{bounds[1]:.2f} that {name} was trained on; {advice}")
 
 
-def warn_if_unfit(model, image: np.ndarray, model_dir: str, label: str) -> Optional[str]:
-    """Print (and return) `unfit_message` for a loaded model."""
-    message = unfit_message(model.name, model.saved, image, model.dim, model_dir, label)
-    if message:
-        print(message)
-    return message
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     from . import cli
     p = cli.new_parser(__doc__)
