@@ -26,7 +26,8 @@ ADAPT_LMBD = 'model'  # the loss's noise level: 'model' (its own loss) or 'image
 LMBD_CHOICES = ('model', 'image')
 # seconds of ADAPT_STEPS steps and the prediction of a 481x321 image by a width-32 model,
 # float32, tracing included, nothing else running, on this project's 2-core machine (AVX-512
-# BF16; 2026-12-02: 37.5 s): what the web demo tells a user to expect
+# BF16; 2026-12-02: 37.5 s on a validation image; 2026-12-03: 25-34 s on 10 test images,
+# results/adapt/adapt.md): what the web demo tells a user to expect, rounded up
 ADAPT_SECONDS = 40
 
 
