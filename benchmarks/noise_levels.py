@@ -14,8 +14,9 @@ only: the second table compares every method on that subset. Classical results a
 image in --out/classical.csv, so a rerun only computes what is missing.
 
 Writes --out/table.md, results.csv (per image) and noise_levels.png (PSNR against sigma; `--report`
-remakes the table and plot from results.csv); with --colour colour.md/colour.csv/colour.png;
-with --tune tune.md. Seconds per image are wall times
+remakes the table and plot from results.csv); with --colour colour.md/colour.csv/colour.png
+(`--report --colour` remakes them from colour.csv); with --tune tune.md. run.json and
+colour_run.json record the machine and date the rows were measured on. Seconds per image are wall times
 on this machine with whatever ran beside (the table says so).
 """
 import json
@@ -192,18 +193,25 @@ def table(results: Results, sigmas: Sequence[float], title: str,
 
 
 def plot(results: Results, sigmas: Sequence[float], path: str, title: str,
-         reference: str = NLM) -> None:
-    """Left: PSNR against sigma, one line per method; right: each method's PSNR minus the
-    `reference` method's on the same images (so BM3D's subset compares like with like)."""
+         reference: str = NLM, shown: Callable[[str], bool] = lambda method: True) -> None:
+    """Left: PSNR against sigma, one line per method (those `shown`); right: each method's
+    PSNR minus the `reference` method's on the same images (so BM3D's subset compares like
+    with like)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, (ax, gain) = plt.subplots(1, 2, figsize=(11, 4.5))
-    colours = iter(plt.cm.tab20.colors)  # distinct for up to 20 methods
+    palette = plt.cm.tab20.colors  # 20 colours; from the 21st method on, dash-dotted lines
+    methods = [m for m in results.methods() if shown(m)]
+    index = {m: i for i, m in enumerate(m for m in methods if m != NOISY)}
     highest = 0.0
-    for method in results.methods():
-        style = dict(color='grey', linestyle=':') if method == NOISY else dict(
-            color=next(colours), linestyle='--' if 'NLM' in method or 'BM3D' in method else '-')
+    for method in methods:
+        if method == NOISY:
+            style = dict(color='grey', linestyle=':')
+        else:
+            i, classical = index[method], 'NLM' in method or 'BM3D' in method
+            style = dict(color=palette[i % len(palette)],
+                         linestyle='--' if classical else '-' if i < len(palette) else '-.')
         points = [(s, results.mean(method, s)) for s in sigmas]
         ax.plot(*zip(*[(s, v) for s, v in points if v is not None]), marker='o', markersize=3,
                 label=results.label(method), **style)
@@ -242,17 +250,26 @@ def grey_benchmark(args, out: str) -> None:
                 results.classical(BM3D, sigma, name, clean, lambda: bm3d(x, sigma))
         run_models(results, names, args.model_dir, sigma, images)
     cli.write_csv_atomic(os.path.join(out, 'results.csv'), results.rows)
-    cli.write_text_atomic(os.path.join(out, 'run.json'), json.dumps(
-        {'machine': cli.machine_label(), 'date': time.strftime('%Y-%m-%d')}) + '\n')
+    write_run(out, 'run.json')
     grey_report(results, args, out)
+
+
+def write_run(out: str, name: str) -> None:
+    """Record where and when the rows were measured, for the reports' titles."""
+    cli.write_text_atomic(os.path.join(out, name), json.dumps(
+        {'machine': cli.machine_label(), 'date': time.strftime('%Y-%m-%d')}) + '\n')
+
+
+def read_run(out: str, name: str) -> Dict[str, str]:
+    with open(os.path.join(out, name)) as f:
+        return json.load(f)
 
 
 def grey_report(results: Results, args, out: str) -> None:
     """table.md and noise_levels.png of the grey benchmark's rows (also `--report`)."""
     names = sorted({r['image'] for r in results.rows})
     subset = {r['image'] for r in results.rows if r['method'] == BM3D}
-    with open(os.path.join(out, 'run.json')) as f:  # where and when the rows were measured
-        run = json.load(f)
+    run = read_run(out, 'run.json')
     machine = run['machine']
     title = (f"BSD68 test images ({len(names)}), Gaussian noise default_rng(9000 + sigma); "
              f"mean PSNR (dB); {machine}, {run['date']}")
@@ -296,16 +313,24 @@ def colour_benchmark(args, out: str) -> None:
             run_models(results, names, args.model_dir, sigma, images, tag=f' [{mode}]',
                        denoise=lambda m, x, mode=mode: image_utils.denoise_array(
                            m, x, colour=mode))
-    machine = cli.machine_label()
+    write_run(out, 'colour_run.json')
+    colour_report(results, args, out)
+
+
+def colour_report(results: Results, args, out: str) -> None:
+    """colour.md and colour.png of the colour benchmark's rows (also `--report --colour`)."""
+    run = read_run(out, 'colour_run.json')
+    machine = run['machine']
     title = (f"Colour photographs of scikit-image ({', '.join(COLOUR_PHOTOS)}), Gaussian noise "
              f"default_rng(9000 + sigma) on each RGB value; mean PSNR (dB) over RGB; {machine}, "
-             f"{time.strftime('%Y-%m-%d')}")
+             f"{run['date']}")
     text = table(results, args.colour_sigmas, f'### {title}', seconds_at=args.colour_sigmas[0])
     text += ('\n\n[channels]: each RGB channel denoised alone; [opponent]: an orthonormal '
              'luminance/chrominance transform, each channel normalised by its own mean and by '
              'the std of the RGB mean (utils/image_utils.denoise_array).\n')
     finish(results, text, args.colour_sigmas, out, 'colour.md', 'colour.csv', 'colour.png',
-           f'colour photographs; {machine}', reference='colour NLM (blind)')
+           f'colour photographs, [opponent] mode (both modes: colour.md); '
+           f'{machine}', reference='colour NLM (blind)', shown=lambda m: '[channels]' not in m)
 
 
 def tune(args, out: str) -> None:
@@ -348,11 +373,12 @@ def tune(args, out: str) -> None:
 
 
 def finish(results: Results, text: str, sigmas, out: str, md: str, csv_name: str, png: str,
-           title: str, reference: str = NLM) -> None:
+           title: str, reference: str = NLM, shown: Callable[[str], bool] = lambda m: True
+           ) -> None:
     print(text)
     cli.write_text_atomic(os.path.join(out, md), text)
     cli.write_csv_atomic(os.path.join(out, csv_name), results.rows)
-    plot(results, sigmas, os.path.join(out, png), title, reference)
+    plot(results, sigmas, os.path.join(out, png), title, reference, shown)
     print(f'wrote {md}, {csv_name} and {png} under {out}')
 
 
@@ -378,10 +404,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--windows', type=cli.positive_int, nargs='+', default=list(TUNE_WINDOWS),
                    help='--tune: the windows to compare')
     p.add_argument('--report', action='store_true',
-                   help='only remake table.md and noise_levels.png from --out/results.csv')
+                   help='only remake table.md and noise_levels.png from --out/results.csv '
+                        '(with --colour: colour.md and colour.png from colour.csv)')
     p.add_argument('--out', default='results/noise_levels', help='output folder')
     args = p.parse_args(argv)
     if args.report:
+        if args.colour:
+            return colour_report(Results.read(os.path.join(args.out, 'colour.csv')), args,
+                                 args.out)
         return grey_report(Results.read(os.path.join(args.out, 'results.csv')), args, args.out)
     cli.start_tensorflow(training=False)
     os.makedirs(args.out, exist_ok=True)

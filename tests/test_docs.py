@@ -134,3 +134,19 @@ def test_the_checks_catch_what_they_should(tmp_path):
     found = [t for t in links if t.partition('#')[2] not in anchors(doc)
              or not (doc.parent / t.partition('#')[0]).exists()]
     assert found == ['#b', 'nothing.md']
+
+
+def table_numbers(text: str, first_cell: str) -> list:
+    """The decimal numbers of the markdown table whose header row starts with first_cell."""
+    block = text.split(first_cell, 1)[1].split('\n\n', 1)[0]
+    return re.findall(r'\b\d+\.\d\d\b', block)
+
+
+def test_the_readmes_noise_level_table_is_the_benchmarks():
+    """Every figure of the README's noise-level table is in the table the benchmark wrote
+    (results/noise_levels/table.md), so a hand edit or a stale copy fails."""
+    readme = table_numbers(markdown(ROOT / 'README.md'), '| PSNR (dB), 68 BSD68 images |')
+    written = set(re.findall(r'\b\d+\.\d\d\b', (ROOT / 'results/noise_levels/table.md').read_text()))
+    assert len(readme) >= 30
+    assert [n for n in readme if n not in written] == []
+    assert table_numbers('| x |\n| 1.25 | 2.5 |\n\nafter 3.75', '| x |') == ['1.25']

@@ -3,9 +3,11 @@
 re-computations and images whose answer is known."""
 import numpy as np
 import pytest
+from skimage import data
 
 from conftest import ROOT
 from utils import fit, image_utils
+from utils.cli import DEFAULT_MODEL
 from utils.evaluation_utils import PSNR
 from utils.refine import WINDOWS, refine, window_for
 
@@ -130,6 +132,16 @@ def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):
     assert fit.unfit_message('unrecorded', read('unrecorded'), noisy, 2, str(base), 'x') is None
     loud = scene((128, 128), sigma=80.0)[1]
     assert 'above' in fit.unfit_message('low', read('low'), loud, 2, str(base), 'y.png')
+    # the shipped models: a photograph at sigma 5 is below the sigma-25 models' range, and
+    # the note names the blind models, the shipped ones trained on such noise (the default too)
+    photo = data.camera()[::2, ::2].astype(np.float64)
+    quiet = photo + np.random.default_rng(5).normal(0, 5, photo.shape)
+    shipped = ROOT / 'trained_models'
+    settings = lambda name: json.loads((shipped / name / 'settings.json').read_text())
+    note = fit.unfit_message('bsd68-N2SP', settings('bsd68-N2SP'), quiet, 2, str(shipped), 'p')
+    assert 'below' in note and note.endswith('models that fit: blind-N2S, blind32-N2S (--name)')
+    assert fit.unfit_message(DEFAULT_MODEL, settings(DEFAULT_MODEL), quiet, 2, str(shipped),
+                             'p') is None
     # the training range: percentiles 5 and 95 of the images' relative noise
     images = [scene((64, 64), sigma=s, seed=i)[1] for i, s in enumerate((2, 4, 8, 16, 32))]
     values = [fit.relative_noise(x) for x in images]
