@@ -16,8 +16,8 @@ image in --out/classical.csv, so a rerun only computes what is missing.
 Writes --out/table.md, results.csv (per image) and noise_levels.png (PSNR against sigma; `--report`
 remakes the table and plot from results.csv); with --colour colour.md/colour.csv/colour.png
 (`--report --colour` remakes them from colour.csv); with --tune tune.md. run.json and
-colour_run.json record the machine and date the rows were measured on. Seconds per image are wall times
-on this machine with whatever ran beside (the table says so).
+colour_run.json record the machine and date the rows were measured on. Seconds per image are
+wall times on this machine with whatever ran beside (the table says so).
 """
 import json
 import os

@@ -268,3 +268,34 @@ def test_folder_benchmark_writes_8bit_photos_and_scores_the_outputs(tmp_path, mo
             'refined (default)' if refined else '--no-refine')
         assert rows[key] == pytest.approx(expected, abs=0.006)
     assert '1.0 min' in (tmp_path / 'out' / 'sigma10.md').read_text()
+
+
+def test_colour_report_remakes_the_table_from_its_rows_and_plots_one_mode(tmp_path):
+    """`--report --colour`: colour.md from colour.csv with the recorded machine and date, the
+    means recomputed from the rows; the plot shows one colour mode, and all 25 methods (more
+    than the palette's 20 colours) plot too."""
+    rng = np.random.default_rng(3)
+    methods = ['noisy input', 'colour NLM (blind)'] + [
+        f'm{i} [{mode}]' + refined for i in range(6) for mode in ('opponent', 'channels')
+        for refined in ('', ' --refine')][:23]
+    rows = [{'method': m, 'sigma': f'{s:g}', 'image': img, 'psnr': round(rng.uniform(20, 35), 3),
+             'ssim': 0.5, 'seconds': 0.1}
+            for m in methods for s in (15, 30) for img in ('a', 'b')]
+    with open(tmp_path / 'colour.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / 'colour_run.json').write_text(json.dumps({'machine': 'test CPU', 'date': '2000-01-02'}))
+    cmd = [sys.executable, '-m', 'benchmarks.noise_levels', '--report', '--colour', '--out',
+           str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (tmp_path / 'colour.md').read_text()
+    assert 'test CPU, 2000-01-02' in text
+    want = np.mean([r['psnr'] for r in rows if r['method'] == 'm5 [channels]' and r['sigma'] == '30'])
+    line = next(l for l in text.splitlines() if l.startswith('| m5 [channels] |'))
+    assert line.split('|')[3].strip().strip('*') == f'{want:.2f}'
+    assert (tmp_path / 'colour.png').stat().st_size > 0
+    from benchmarks.noise_levels import Results, plot
+    plot(Results.read(str(tmp_path / 'colour.csv')), (15, 30), str(tmp_path / 'all.png'), 'all')
+    assert (tmp_path / 'all.png').stat().st_size > 0
