@@ -83,8 +83,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         'never modified')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
     p.add_argument('--name', default=cli.DEFAULT_MODEL,
-                   help=f'model directory name (default: {cli.DEFAULT_MODEL}, the best fast shipped '
-                        f'model; blind-N2S: better still, 3x slower)')
+                   help=f'model directory name (default: {cli.DEFAULT_MODEL}, the best fast '
+                        f'shipped model; blind-N2S: better still, 3x slower)')
     p.add_argument('--output-dir', default=None,
                    help='folder of the outputs (default: beside each input)')
     p.add_argument('--output', default=None, help='one input: the denoised image (default: '

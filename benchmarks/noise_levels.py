@@ -249,7 +249,6 @@ def grey_benchmark(args, out: str) -> None:
             if name in subset and not args.no_bm3d:
                 results.classical(BM3D, sigma, name, clean, lambda: bm3d(x, sigma))
         run_models(results, names, args.model_dir, sigma, images)
-    cli.write_csv_atomic(os.path.join(out, 'results.csv'), results.rows)
     write_run(out, 'run.json')
     grey_report(results, args, out)
 

@@ -285,14 +285,16 @@ def test_colour_report_remakes_the_table_from_its_rows_and_plots_one_mode(tmp_pa
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (tmp_path / 'colour_run.json').write_text(json.dumps({'machine': 'test CPU', 'date': '2000-01-02'}))
+    (tmp_path / 'colour_run.json').write_text(
+        json.dumps({'machine': 'test CPU', 'date': '2000-01-02'}))
     cmd = [sys.executable, '-m', 'benchmarks.noise_levels', '--report', '--colour', '--out',
            str(tmp_path)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / 'colour.md').read_text()
     assert 'test CPU, 2000-01-02' in text
-    want = np.mean([r['psnr'] for r in rows if r['method'] == 'm5 [channels]' and r['sigma'] == '30'])
+    want = np.mean([r['psnr'] for r in rows
+                    if r['method'] == 'm5 [channels]' and r['sigma'] == '30'])
     line = next(l for l in text.splitlines() if l.startswith('| m5 [channels] |'))
     assert line.split('|')[3].strip().strip('*') == f'{want:.2f}'
     assert (tmp_path / 'colour.png').stat().st_size > 0

@@ -24,10 +24,10 @@ DATA_DIR = 'Denoising_data/'
 MODEL_DIR = 'trained_models/'
 SEED = 666
 # test_single.py's and the web demo's defaults: of the shipped models that predict at width 32
-# (0.16 s per BSD68 image; width 64 takes 3.3x that), the setting best at every sigma 5..50 in
+# (0.16 s per BSD68 image; width 64 takes 3.2-3.4x that), the setting best at every sigma 5..50 in
 # `python -m benchmarks.noise_levels` (results/noise_levels/table.md: refined, above the
 # network alone at every sigma; blind32-N2S 0.01-0.17 dB above bsd68-N2SP). blind-N2S
-# refined is 0.12-0.31 dB better at 3.3x the time (docs/results.md, noise levels).
+# refined is 0.12-0.31 dB better at 3.4x the time (docs/results.md, noise levels).
 DEFAULT_MODEL = 'blind32-N2S'
 DEFAULT_REFINE = True
 
