@@ -2,7 +2,7 @@
 
 Layer and variable names follow the original TF1 scopes (`kernel`, `bias`, `gamma`, `beta`,
 `moving_mean`, `moving_variance`), so an original checkpoint maps one to one (see
-`utils.checkpoint_utils.tf1_variable_names`). All tensors are channel-last: (batch, [depth,] height, width, channels).
+`utils.model_io.checkpoints.tf1_variable_names`). All tensors are channel-last: (batch, [depth,] height, width, channels).
 """
 from typing import Mapping
 

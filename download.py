@@ -6,7 +6,7 @@
     python download.py --dataset bsd68-blind --from ../shared/data/bsd68  # training sigma 0..55
     python download.py --dataset bsd68 --from ../shared/data/bsd68 --sigma 10  # into Denoising_data/sigma10
 
-BSD68 built from PNGs (--from or --source dncnn): utils/bsd68_build.py says how (fixed noise
+BSD68 built from PNGs (--from or --source dncnn): utils/data/bsd68_build.py says how (fixed noise
 seed, 396 training + 4 validation images); --sigma S builds training and test images at
 another noise level, by default into DATA_DIR/sigmaS (train and test with --data-dir there and
 --noise-sigma S). Offline, a download fails with one line saying where
@@ -16,23 +16,25 @@ import argparse
 import os
 from typing import List, Optional
 
-from utils import cli
-from utils.datasets import DATASETS, DRIVE_FOLDER
+from utils.core import environment
+from n2s_app import cli
+from utils.data import bsd68_build
+from utils.data.datasets import DATASETS, DRIVE_FOLDER
 
 
 def fetch_drive(dataset, data_dir: str) -> None:
     """The original files from the authors' Google Drive folder."""
-    gdown = cli.import_extra('gdown', 'downloading from Google Drive')
+    gdown = environment.import_extra('gdown', 'downloading from Google Drive')
     try:
         gdown.download_folder(DRIVE_FOLDER, output=data_dir, quiet=False)
     except Exception as error:  # gdown raises many types when offline or rate-limited
         hint = " or build bsd68 from its PNGs with --from DIR" if dataset.name == 'bsd68' else ''
         raise OSError(f"download failed ({type(error).__name__}, no network?); download {DRIVE_FOLDER} by "
                       f"hand and put the {dataset.name} files under {data_dir} "
-                      f"(layout: utils/datasets.py){hint}") from None
+                      f"(layout: utils/data/datasets.py){hint}") from None
     if not dataset.available(data_dir):
         raise OSError(f"downloaded, but {dataset.name}'s files are not where expected under "
-                      f"{data_dir}; move them into the layout of utils/datasets.py")
+                      f"{data_dir}; move them into the layout of utils/data/datasets.py")
 
 
 def build_bsd68(args: argparse.Namespace) -> None:
@@ -40,8 +42,7 @@ def build_bsd68(args: argparse.Namespace) -> None:
     dncnn)."""
     from tqdm.auto import tqdm
 
-    from utils import bsd68_build
-    from utils.datasets import BLIND_SIGMA
+    from utils.data.datasets import BLIND_SIGMA
     blind = args.dataset == 'bsd68-blind'
     folder = os.path.join(args.data_dir, DATASETS[args.dataset].folder or 'BSD68')
     sigma = BLIND_SIGMA if blind else args.sigma
@@ -77,7 +78,6 @@ def main(argv: Optional[List[str]] = None) -> None:
             args.from_dir or args.source == 'dncnn')):
         p.error('--sigma needs --dataset bsd68 built from its PNGs (--from DIR or --source dncnn)')
     if args.dataset == 'bsd68':
-        from utils import bsd68_build
         args.sigma = bsd68_build.SIGMA if args.sigma is None else args.sigma
         if args.sigma != bsd68_build.SIGMA and args.data_dir == cli.DATA_DIR:
             args.data_dir = os.path.join(cli.DATA_DIR, f'sigma{args.sigma:g}')

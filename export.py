@@ -14,13 +14,15 @@ prediction and --init-from give what the full folder gives; training in it conti
 fresh optimizer (not the exact resume of the original folder).
 
 A bioimage.io package needs the extra requirements-bioimageio.txt (pip install -r
-requirements-bioimageio.txt); utils/bioimageio.py says what it holds. Its README gives the
+requirements-bioimageio.txt); utils/model_io/bioimageio.py says what it holds. Its README gives the
 model's test PSNR when the data set it was trained on is built under --data-dir.
 """
 import os
 from typing import List, Optional
 
-from utils import cli
+from n2s_app import cli
+from utils.core import environment
+from utils.model_io import bioimageio
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -47,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if os.path.exists(out):
         raise FileExistsError(f"{out} exists; remove it or choose another path")
     if args.bioimageio:
-        cli.import_extra('bioimageio.spec', 'a bioimage.io package',
+        environment.import_extra('bioimageio.spec', 'a bioimage.io package',
                          'requirements-bioimageio.txt')
         if not args.bioimageio.endswith('.zip'):
             raise ValueError(f"a bioimage.io package is a .zip file, got {args.bioimageio}")
@@ -62,7 +64,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'wrote {model.export_checkpoint(args.checkpoint)} (weights only, step '
               f'{int(model.global_step.numpy())})')
         return
-    from utils import bioimageio
     bioimageio.check_describable(model)
     scores, data = test_scores(model, args.data_dir)
     bioimageio.write_package(model, args.bioimageio, scores=scores, dataset_text=data,
@@ -72,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def test_scores(model, data_dir: str):
     """(the model's test PSNR on its training data set, or None; a description of that data)."""
-    from utils.datasets import DATASETS
+    from utils.data.datasets import DATASETS
     name = model.training.get('dataset')
     if name not in DATASETS:
         return None, ('not recorded (e.g. an original TF1 checkpoint, or trained through the '

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 # Arithmetic of the U-Net's convolutions (Keras dtype policies): a run-time choice,
 # Noise2Same(precision=...), not part of the saved configuration.
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
-# learning-rate schedules of training (utils.train_utils.learning_rate); named here, beside
+# learning-rate schedules of training (utils.data.pipeline.learning_rate); named here, beside
 # PRECISIONS, so that the scripts list them without importing TensorFlow
 LR_SCHEDULES = ('staircase', 'cosine', 'linear')
 

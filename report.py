@@ -7,10 +7,11 @@ table and writes it (markdown and CSV) under results/demo/.
 import os
 from typing import List, Optional
 
-from utils import cli
-from utils.baselines import nlm
-from utils.datasets import get_dataset
-from utils.evaluation_utils import score_denoiser
+from utils.core.files import write_csv_atomic, write_text_atomic
+from n2s_app import cli
+from utils.evaluation.baselines import nlm
+from utils.data.datasets import get_dataset
+from utils.evaluation.metrics import score_denoiser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -54,8 +55,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     table = '\n'.join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
-    cli.write_text_atomic(os.path.join(args.out, 'table.md'), table + '\n')
-    cli.write_csv_atomic(os.path.join(args.out, 'table.csv'), rows)
+    write_text_atomic(os.path.join(args.out, 'table.md'), table + '\n')
+    write_csv_atomic(os.path.join(args.out, 'table.csv'), rows)
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
 Each block is a Keras layer whose `named_ops` lists its sub-layers under their original TF1
 scope names (e.g. 'batch_norm_1', 'convolution_1', 'projection_shortcut'), which is how an
-original checkpoint's variables are found (`utils.checkpoint_utils.tf1_variable_names`).
+original checkpoint's variables are found (`utils.model_io.checkpoints.tf1_variable_names`).
 """
 from typing import List, Mapping, Tuple
 

@@ -3,11 +3,12 @@ trained_models/N2S-3000 on BSD68, or the demo set when BSD68 is absent).
 
     python test.py --verbose --csv results/n2s.csv
 """
-from utils import cli
+from n2s_app.evaluate import test_main
+from n2s_app import cli
 
 
 def main(argv=None):
-    cli.test_main(argv, __doc__, name='N2S-3000', train_command='python train.py')
+    test_main(argv, __doc__, name='N2S-3000', train_command='python train.py')
 
 
 if __name__ == '__main__':

@@ -3,11 +3,12 @@ model trained_models/N2S_PRO-8000-2 on BSD68, or the demo set when BSD68 is abse
 
     python test_pro.py --verbose --csv results/n2sp.csv
 """
-from utils import cli
+from n2s_app.evaluate import test_main
+from n2s_app import cli
 
 
 def main(argv=None):
-    cli.test_main(argv, __doc__, name='N2S_PRO-8000-2',
+    test_main(argv, __doc__, name='N2S_PRO-8000-2',
                   train_command='python train_pro.py')
 
 

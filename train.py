@@ -12,7 +12,8 @@ means the saved value, and a flag that would change one is refused with a one-li
 """
 from typing import List, Optional
 
-from utils import cli
+from utils.core.settings import SEED
+from n2s_app import cli, train_plan
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -20,19 +21,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     cli.add_training_flags(p, steps_help='global step to stop at (default: the saved run\'s, '
                                          'else 3000 for bsd68 and demo, the data set\'s otherwise)')
     args = p.parse_args(argv)
-    saved = cli.saved_settings(args)
-    dataset = cli.resolve_dataset(args, saved)
-    settings = cli.training_settings(args, dataset, saved)
-    record = cli.dataset_record(dataset, saved)
-    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'], record)
+    saved = train_plan.saved_settings(args)
+    dataset = train_plan.resolve_dataset(args, saved)
+    settings = train_plan.training_settings(args, dataset, saved)
+    record = train_plan.dataset_record(dataset, saved)
+    images, validation = train_plan.training_data(dataset, args.data_dir, settings['patch_size'], record)
     cli.start_tensorflow(training=True)
-    distribution = cli.distribution(args)  # before the first model: it may split the CPU
+    distribution = train_plan.distribution(args)  # before the first model: it may split the CPU
     from models import Noise2Same
 
-    cli.seed_everything(cli.SEED if settings['seed'] is None else settings['seed'])
+    cli.seed_everything(SEED if settings['seed'] is None else settings['seed'])
     model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'],
                        masking=settings['masking'], mask_perc=settings['mask_perc'],
-                       opt_config=settings['opt_config'], **cli.model_kwargs(args, dataset))
+                       opt_config=settings['opt_config'], **train_plan.model_kwargs(args, dataset))
     trained = model.train(images, settings['patch_size'], validation=validation,
                           batch_size=settings['batch_size'], save_steps=args.save_steps,
                           log_steps=args.log_steps, steps=settings['steps'],

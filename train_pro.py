@@ -9,7 +9,8 @@ Continuing a model keeps every setting it saved (train.py's --help says how).
 """
 from typing import List, Optional
 
-from utils import cli
+from utils.core.settings import SEED, resolve_run
+from n2s_app import cli, train_plan
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -28,30 +29,28 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='N2SP phase: one sigma estimate per image of the batch, for training '
                         'images of mixed noise levels (not in the original)')
     args = p.parse_args(argv)
-    saved = cli.saved_settings(args)
-    dataset = cli.resolve_dataset(args, saved)
-    settings = cli.training_settings(args, dataset, saved, steps_key='pro_total')
+    saved = train_plan.saved_settings(args)
+    dataset = train_plan.resolve_dataset(args, saved)
+    settings = train_plan.training_settings(args, dataset, saved, steps_key='pro_total')
     steps, record = settings['steps'], saved.get('training', {})
-    pro_steps = args.pro_steps or record.get('pro_steps') or dataset.training['pro_steps']
-    if record.get('pro_steps') not in (None, pro_steps):
-        raise ValueError(f"--pro-steps {pro_steps} differs from the {record['pro_steps']} of "
-                         f"the saved run: leave it out to continue that model, or train a new "
-                         f"one under another --name")
+    pro_steps = resolve_run('pro_steps', args.pro_steps, record, dataset.training['pro_steps'],
+                            '--pro-steps')
     if pro_steps > steps:
         raise ValueError(f"--pro-steps {pro_steps} exceeds --steps {steps}")
-    record = cli.dataset_record(dataset, saved)
-    images, validation = cli.training_data(dataset, args.data_dir, settings['patch_size'], record)
+    record = train_plan.dataset_record(dataset, saved)
+    images, validation = train_plan.training_data(dataset, args.data_dir, settings['patch_size'],
+                                                  record)
     cli.start_tensorflow(training=True)
     from models import Noise2Same, Noise2SamePro
     fit = dict(validation=validation, batch_size=settings['batch_size'],
                save_steps=args.save_steps, log_steps=args.log_steps, seed=settings['seed'],
                keep_checkpoints=args.keep_checkpoints,
                record={**record, 'pro_total': steps, 'pro_steps': pro_steps},
-               **cli.distribution(args))
+               **train_plan.distribution(args))
     common = dict(masking=settings['masking'], mask_perc=settings['mask_perc'],
-                  opt_config=settings['opt_config'], **cli.model_kwargs(args, dataset))
+                  opt_config=settings['opt_config'], **train_plan.model_kwargs(args, dataset))
 
-    cli.seed_everything(cli.SEED if settings['seed'] is None else settings['seed'])
+    cli.seed_everything(SEED if settings['seed'] is None else settings['seed'])
     init_from, trained = args.init_from, 0
     if steps > pro_steps:  # phase one: Noise2Same
         model = Noise2Same(args.model_dir, args.name, lmbd=settings['lmbd'], **common)

@@ -7,7 +7,7 @@ def finish_plot(fig, ax, path: str, title: str, title_size: int = 8, legend_size
     (120 dpi) to `path`, then closed."""
     import matplotlib.pyplot as plt
 
-    from utils.files import atomic_write
+    from utils.core.files import atomic_write
     ax.set_title(title, fontsize=title_size)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)

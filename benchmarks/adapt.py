@@ -10,7 +10,7 @@ One adaptation per image, learning rate and model runs to the largest of --steps
 is denoised after each listed step count on the way. Test images: the first --images of the 68,
 noise numpy default_rng(9000 + sigma) as the noise-level benchmark draws it. --tune: the four
 held-out BSD68 validation images (test_397 .. test_400 of the training PNGs, never trained on),
-default_rng(9100 + sigma), so that the defaults of utils.adapt are not chosen on test images.
+default_rng(9100 + sigma), so that the defaults of n2s_app.adapt are not chosen on test images.
 Seconds per image: adapting to the largest step count, tracing included, the scoring on the
 way left out (one prediction more is what `--adapt` costs on top), on this machine with
 whatever else runs beside it (say so when quoting them). Writes Markdown and
@@ -24,8 +24,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.noise_levels import noisy_images, validation_clean
-from utils import cli
-from utils.adapt import LMBD_CHOICES
+from utils.core.files import write_csv_atomic, write_text_atomic
+from n2s_app import adapt, cli
+from utils.core import environment
+from n2s_app.adapt import LMBD_CHOICES
 
 
 def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray],
@@ -33,10 +35,9 @@ def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray]
                  lmbd: str) -> Tuple[Dict[int, Dict[str, float]], float]:
     """({steps: {'plain': mean PSNR, 'refined': mean PSNR}} (steps 0: not adapted), seconds
     per image of adapting to the largest step count, scoring excluded) of adapting `model` to
-    each noisy image with `lr` and the loss's noise level `lmbd` (utils.adapt)."""
-    from utils import adapt
-    from utils.evaluation_utils import PSNR
-    from utils.refine import refine
+    each noisy image with `lr` and the loss's noise level `lmbd` (n2s_app.adapt)."""
+    from utils.evaluation.metrics import PSNR
+    from utils.prediction.refine import refine
     wanted = sorted(set(steps))
     scores = {s: {'plain': [], 'refined': []} for s in [0] + wanted}
     scoring = adapting = 0.0
@@ -69,12 +70,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--sigmas', type=float, nargs='+', default=[5, 25, 50],
                    help='noise std on 0..255')
     p.add_argument('--steps', type=cli.positive_int, nargs='+', default=None,
-                   help='adaptation steps to score (default: utils.adapt.ADAPT_STEPS)')
+                   help='adaptation steps to score (default: n2s_app.adapt.ADAPT_STEPS)')
     p.add_argument('--lrs', type=float, nargs='+', default=None,
-                   help='adaptation learning rates (default: utils.adapt.ADAPT_LR)')
+                   help='adaptation learning rates (default: n2s_app.adapt.ADAPT_LR)')
     p.add_argument('--lmbds', nargs='+', default=None, choices=LMBD_CHOICES,
                    help='noise level of the adaptation loss: model (its own) or image (2 x the '
-                        'image\'s blind noise estimate) (default: utils.adapt.ADAPT_LMBD)')
+                        'image\'s blind noise estimate) (default: n2s_app.adapt.ADAPT_LMBD)')
     p.add_argument('--tune', action='store_true',
                    help='score the held-out validation images instead of test images')
     p.add_argument('--from', dest='from_dir', default=None,
@@ -86,10 +87,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         what = f'{len(clean)} of the 4 BSD68 validation images'
     cli.start_tensorflow(training=False)
     from models import load_model
-    from utils import adapt
-    from utils.baselines import nlm
-    from utils.datasets import DATASETS
-    from utils.evaluation_utils import PSNR
+    from utils.evaluation.baselines import nlm
+    from utils.data.datasets import DATASETS
+    from utils.evaluation.metrics import PSNR
 
     if not args.tune:
         clean = [im.clean for im in DATASETS['bsd68'].test_images(args.data_dir)][:args.images]
@@ -112,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         noisy = noisy_images(clean, sigma, seed=seed)
         add(sigma, 'noisy input', np.mean([PSNR(c, n) for c, n in zip(clean, noisy)]))
         started = time.time()
-        add(sigma, 'NLM (utils.baselines.nlm)',
+        add(sigma, 'NLM (utils.evaluation.baselines.nlm)',
             np.mean([PSNR(c, nlm(n)) for c, n in zip(clean, noisy)]), None,
             (time.time() - started) / len(clean))
         for name in names:
@@ -127,14 +127,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                         seconds if s == max(steps) else None)
     stem = 'tune_adapt' if args.tune else 'adapt'
     os.makedirs(args.out, exist_ok=True)
-    cli.write_csv_atomic(os.path.join(args.out, f'{stem}.csv'), rows)
+    write_csv_atomic(os.path.join(args.out, f'{stem}.csv'), rows)
     table = [f'### Adapting to the image on {what} (mean PSNR, dB)', '',
              '| sigma | method | PSNR | refined | s/image |', '|---|---|---|---|---|'] + \
         [f"| {r['sigma']} | {r['method']} | {r['psnr']} | {r['refined']} | {r['seconds']} |"
          for r in rows] + \
         ['', f"s/image: adapting for the largest step count (scoring left out); "
-             f"{cli.machine_label()}"]
-    cli.write_text_atomic(os.path.join(args.out, f'{stem}.md'), '\n'.join(table) + '\n')
+             f"{environment.machine_label()}"]
+    write_text_atomic(os.path.join(args.out, f'{stem}.md'), '\n'.join(table) + '\n')
     print('\n'.join(table))
 
 

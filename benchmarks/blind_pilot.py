@@ -33,7 +33,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks import noise_levels
-from utils import cli
+from utils.core.files import write_csv_atomic, write_text_atomic
+from network_configure import PRECISIONS
+from n2s_app import cli
+from utils.core import environment
 
 METHODS = ('one-lmbd', 'per-image', 'per-image-noguard', 'noise-norm')
 DATASET = 'bsd68-blind'
@@ -42,7 +45,7 @@ SECONDS_FILE = 'seconds.json'
 
 def noise_scale(image: np.ndarray) -> float:
     """noise-norm's divisor: the blind noise std (`estimate_sigma`), at least 1 % of the std."""
-    from utils.refine import noise_std
+    from utils.core.noise import noise_std
     return max(float(noise_std(image)[0]), 0.01 * float(np.std(image)))
 
 
@@ -83,7 +86,7 @@ def branch(run_dir: str, source: str, name: str, step: int) -> None:
 
 def train_noise_norm(args) -> None:
     """noise-norm with the Python API, in this process."""
-    from utils.datasets import DATASETS
+    from utils.data.datasets import DATASETS
     dataset = DATASETS[DATASET]
     raw = dataset.raw_training_images(args.data_dir)
     raw_val = np.load(dataset.path(args.data_dir, dataset.files['val']), allow_pickle=True)
@@ -113,7 +116,7 @@ def read_seconds(run_dir: str) -> Dict[str, float]:
 def train_all(args) -> Dict[str, float]:
     """Train the methods not yet trained to --steps; returns {method: wall seconds} of every
     method, also of those an earlier run trained (kept in --run-dir/seconds.json)."""
-    from utils.checkpoint_utils import latest_checkpoint
+    from utils.model_io.checkpoints import latest_checkpoint
     os.makedirs(args.run_dir, exist_ok=True)
     log = os.path.join(args.run_dir, 'train.log')
     seconds_file = os.path.join(args.run_dir, SECONDS_FILE)
@@ -129,7 +132,7 @@ def train_all(args) -> Dict[str, float]:
         else:
             run_script([sys.executable] + command + common_flags(args), log)
         seconds[name] = time.perf_counter() - start
-        cli.write_text_atomic(seconds_file, json.dumps(seconds) + '\n')
+        write_text_atomic(seconds_file, json.dumps(seconds) + '\n')
 
     train('one-lmbd', ['train.py', '--name', 'one-lmbd', '--noise-sigma', 'auto'])
     for name, extra in (('per-image', []), ('per-image-noguard', ['--no-guard'])):
@@ -142,7 +145,7 @@ def train_all(args) -> Dict[str, float]:
 
 
 def evaluate(args) -> noise_levels.Results:
-    from utils.datasets import DATASETS
+    from utils.data.datasets import DATASETS
     tests = DATASETS['bsd68'].test_images(args.data_dir)[:args.images]
     val_clean = noise_levels.validation_clean(args.from_dir)
     results = noise_levels.Results()
@@ -169,7 +172,7 @@ def report(results: noise_levels.Results, args, seconds: Dict[str, float]) -> st
     val.rows = [r for r in results.rows if '[validation]' in r['method']]
     text = (f"### Mixed-noise pilot: bsd68-blind, width {args.filters}, batch {args.batch_size}, "
             f"{args.steps} steps each, cosine from 4e-4, seed {args.seed}, {args.precision}; "
-            f"{cli.machine_label()}, {time.strftime('%Y-%m-%d')}\n\n"
+            f"{environment.machine_label()}, {time.strftime('%Y-%m-%d')}\n\n"
             + noise_levels.table(val, args.sigmas, '#### The 4 validation images (3 draws each)',
                                  seconds_at=25) + '\n\n'
             + noise_levels.table(test, args.sigmas, f'#### BSD68 test images ({args.images})',
@@ -191,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--batch-size', type=cli.positive_int, default=16)
     p.add_argument('--steps', type=cli.positive_int, default=3000)
     p.add_argument('--seed', type=int, default=666)
-    p.add_argument('--precision', default='mixed_bfloat16', choices=cli.PRECISIONS)
+    p.add_argument('--precision', default='mixed_bfloat16', choices=PRECISIONS)
     p.add_argument('--sigmas', type=float, nargs='+', default=[5, 15, 25, 50])
     p.add_argument('--images', type=cli.positive_int, default=68, help='BSD68 test images')
     p.add_argument('--out', default='results/blind_pilot')
@@ -205,9 +208,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         seconds = train_all(args)
         results = evaluate(args)
-        cli.write_csv_atomic(csv_path, results.rows)
+        write_csv_atomic(csv_path, results.rows)
     text = report(results, args, seconds)
-    cli.write_text_atomic(os.path.join(args.out, 'table.md'), text)
+    write_text_atomic(os.path.join(args.out, 'table.md'), text)
     print(text)
 
 

@@ -24,7 +24,8 @@ import re
 from typing import Dict, List, Optional
 
 from benchmarks import finish_plot
-from utils import cli
+from utils.core.files import write_csv_atomic
+from n2s_app import cli
 
 FIELDS = ['run', 'step', 'hours', 'psnr', 'ssim']
 
@@ -146,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     starts = name_values(args.start, '--start', str)
     os.makedirs(args.out, exist_ok=True)
     cli.start_tensorflow(training=False)
-    from utils.datasets import get_dataset
+    from utils.data.datasets import get_dataset
     dataset = get_dataset(args.dataset, args.data_dir)
     dataset.test_images(args.data_dir)  # fail early on missing data
     path = os.path.join(args.out, 'curve.csv')
@@ -158,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for row in rows:
         if row['run'] in seconds:
             row['hours'] = f"{int(row['step']) * seconds[row['run']] / 3600:.3f}"
-    cli.write_csv_atomic(path, sorted(rows, key=lambda r: (r['run'], int(r['step']))))
+    write_csv_atomic(path, sorted(rows, key=lambda r: (r['run'], int(r['step']))))
     plot(rows, seconds, os.path.join(args.out, 'curve.png'),
          args.title or f"{dataset.name} test PSNR of every checkpoint")
     print(f"wrote {path} and {os.path.join(args.out, 'curve.png')}")

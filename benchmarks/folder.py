@@ -15,7 +15,7 @@ given: --noise-sigma auto estimates it),
 
 then `python test_single.py HELD_OUT --output-dir ...` with the trained model and with the
 starting model, refined (test_single's default) and with --no-refine; PSNR against the clean
-images (0..255), and scikit-image's NLM (utils.baselines.nlm) on the same PNGs. Everything
+images (0..255), and scikit-image's NLM (utils.evaluation.baselines.nlm) on the same PNGs. Everything
 but the results goes under --work (photos, model, outputs; a rerun reuses a finished model).
 Writes --out/sigmaS.md and .csv.
 """
@@ -27,14 +27,16 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from utils import cli
+from utils.core.files import write_csv_atomic, write_text_atomic
+from n2s_app import cli
+from utils.core import environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_pngs(images: Sequence[np.ndarray], folder: str, names: Sequence[str]) -> None:
     """Each (H, W) float image (0..255) rounded and clipped to an 8-bit PNG in `folder`."""
-    from utils.image_utils import to_dtype, write_image_atomic
+    from utils.core.image_io import to_dtype, write_image_atomic
     os.makedirs(folder, exist_ok=True)
     for image, name in zip(images, names):
         path = os.path.join(folder, name)
@@ -44,7 +46,7 @@ def write_pngs(images: Sequence[np.ndarray], folder: str, names: Sequence[str]) 
 
 def read_pngs(folder: str, names: Sequence[str]) -> List[np.ndarray]:
     """The images `names` of `folder` as float64 (H, W) arrays."""
-    from utils.image_utils import read_image
+    from utils.core.image_io import read_image
     return [np.asarray(read_image(os.path.join(folder, n)).pixels, np.float64) for n in names]
 
 
@@ -73,9 +75,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--out', default='results/folder', help='folder of the result table')
     args = p.parse_args(argv)
 
-    from utils.baselines import nlm
-    from utils.datasets import TestImage, get_dataset
-    from utils.evaluation_utils import PSNR, score_denoiser
+    from utils.evaluation.baselines import nlm
+    from utils.data.datasets import get_dataset, TestImage
+    from utils.evaluation.metrics import PSNR, score_denoiser
     tag = f'sigma{args.sigma:g}'
     data_dir = args.data_dir or os.path.join(cli.DATA_DIR, tag)
     dataset = get_dataset('bsd68', data_dir)
@@ -107,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                      '--keep-checkpoints', '1', '--model-dir', models, '--name', name]
     wall_file = os.path.join(models, f'{name}.seconds')  # the training's wall time
     if not os.path.exists(os.path.join(models, name, f'ckpt-{args.steps}.index')):
-        cli.write_text_atomic(wall_file, f'{run(train_command):.0f}\n')
+        write_text_atomic(wall_file, f'{run(train_command):.0f}\n')
     train_seconds = None
     if os.path.exists(wall_file):
         with open(wall_file) as f:
@@ -116,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     start_dir, start_name = os.path.split(os.path.abspath(args.init_from))
     rows: List[Dict] = [{'method': 'noisy input',
                          'psnr': score_denoiser(lambda x: x, pngs)['psnr']},
-                        {'method': 'NLM (utils.baselines.nlm)', **score_denoiser(nlm, pngs)}]
+                        {'method': 'NLM (utils.evaluation.baselines.nlm)', **score_denoiser(nlm, pngs)}]
     for label, model_dir, model in ((f'{start_name} (the starting model)', start_dir,
                                      start_name),
                                     (f'trained on the folder ({args.steps} steps)', models,
@@ -136,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         row['seconds'] = f"{row['seconds']:.2f}" if 'seconds' in row else ''
 
     os.makedirs(args.out, exist_ok=True)
-    cli.write_csv_atomic(os.path.join(args.out, f'{tag}.csv'), rows)
+    write_csv_atomic(os.path.join(args.out, f'{tag}.csv'), rows)
     shown = ' '.join(train_command).replace(work, f'{args.work}/{tag}')
     lines = [f'### A folder of {args.photos} noisy photos (sigma {args.sigma:g}): '
              f'{len(test)} held-out BSD68 test images, mean PSNR (dB)', '',
@@ -146,10 +148,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         f' ({train_seconds / 60:.1f} min)' if train_seconds else ''),
         f's/image: test_single.py wall time over the {len(test)} files (model loading '
         f'included); '
-        f'{cli.machine_label()}', '',
+        f'{environment.machine_label()}', '',
         f'Command: `python -m benchmarks.folder --sigma {args.sigma:g} --photos {args.photos} '
         f'--steps {args.steps}`']
-    cli.write_text_atomic(os.path.join(args.out, f'{tag}.md'), '\n'.join(lines) + '\n')
+    write_text_atomic(os.path.join(args.out, f'{tag}.md'), '\n'.join(lines) + '\n')
     print('\n'.join(lines))
 
 

@@ -8,7 +8,7 @@
 Noise: Gaussian, numpy `default_rng(9000 + sigma)` (test images; `--tune`: 9100 + sigma, three
 draws per image), drawn for the images in their order, float, unclipped, on 0..255. Models see
 the noisy float image exactly as `Noise2Same.predict` takes it (what test_single.py feeds them
-from a file, before rounding). NLM is `utils.baselines.nlm` (blind, `estimate_sigma`); BM3D is
+from a file, before rounding). NLM is `utils.evaluation.baselines.nlm` (blind, `estimate_sigma`); BM3D is
 given the true sigma (its best case) and, being slow, runs on every `--bm3d-every`-th image
 only: the second table compares every method on that subset. Classical results are cached per
 image in --out/classical.csv, so a rerun only computes what is missing.
@@ -27,7 +27,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks import finish_plot
-from utils import cli
+from utils.core.files import write_csv_atomic, write_text_atomic
+from utils.prediction.photo import COLOUR_MODES, denoise_array
+from utils.prediction.predictor import PredictOptions
+from utils.core import environment
+from n2s_app import cli
+from utils.data import bsd68_build
 
 SIGMAS = (5, 10, 15, 25, 35, 50)
 COLOUR_SIGMAS = (15, 30)
@@ -47,7 +52,6 @@ def noisy_images(clean: Sequence[np.ndarray], sigma: float, seed: int = 9000,
 def validation_clean(from_dir: Optional[str]) -> List[np.ndarray]:
     """The clean held-out BSD68 validation images (test_397 .. test_400 of the training PNGs,
     never trained on), float64 on 0..255, read from the folder download.py --from takes."""
-    from utils import bsd68_build
     if not from_dir:
         raise ValueError("--tune reads the clean validation PNGs: pass --from DIR (the folder "
                          "download.py --from took, e.g. ../shared/data/bsd68)")
@@ -58,7 +62,7 @@ def validation_clean(from_dir: Optional[str]) -> List[np.ndarray]:
 
 def grey_models(model_dir: str) -> List[str]:
     """The names of the 2D one-channel models in model_dir, sorted."""
-    from utils.checkpoint_utils import read_settings
+    from utils.core.settings import read_settings
     names = []
     for name in sorted(os.listdir(model_dir)):
         settings = read_settings(os.path.join(model_dir, name)) or {}
@@ -84,7 +88,7 @@ class Results:
 
     def add(self, method: str, sigma: float, image: str, clean: np.ndarray, output: np.ndarray,
             seconds: float) -> Dict:
-        from utils.evaluation_utils import PSNR, SSIM
+        from utils.evaluation.metrics import PSNR, SSIM
         row = {'method': method, 'sigma': f'{sigma:g}', 'image': image,
                'psnr': round(PSNR(clean, output), 3), 'ssim': round(SSIM(clean, output), 4),
                'seconds': round(seconds, 3)}
@@ -104,7 +108,7 @@ class Results:
         self.cache[key] = self.add(method, sigma, image, clean, output,
                                    time.perf_counter() - start)
         if self.cache_path:  # after every image: an interrupted run keeps what it measured
-            cli.write_csv_atomic(self.cache_path, list(self.cache.values()))
+            write_csv_atomic(self.cache_path, list(self.cache.values()))
 
     def mean(self, method: str, sigma: float, key: str = 'psnr',
              images: Optional[set] = None) -> Optional[float]:
@@ -146,12 +150,12 @@ class Results:
 def run_models(results: Results, names: List[str], model_dir: str, sigma: float,
                images: List[Tuple[str, np.ndarray, np.ndarray]], denoise=None,
                tag: str = '') -> None:
-    """Each model's network output and its refinement (`utils.refine`) on (name, clean, noisy)
+    """Each model's network output and its refinement (`utils.prediction.refine`) on (name, clean, noisy)
     images, as methods '<name><tag>' and '<name><tag> --refine'; `denoise(model, noisy) ->
     output` (default `model.predict`). The refinement reuses the network output (what
     `predict(refine=True)` computes); its time includes the network's."""
     from models import load_model
-    from utils.refine import refine
+    from utils.prediction.refine import refine
     for name in names:
         model = load_model(model_dir, name)
         predict = denoise or (lambda m, x: m.predict(x))
@@ -234,8 +238,8 @@ def plot(results: Results, sigmas: Sequence[float], path: str, title: str,
 def grey_benchmark(args, out: str) -> None:
     from tqdm.auto import tqdm
 
-    from utils.baselines import bm3d, nlm
-    from utils.datasets import DATASETS
+    from utils.evaluation.baselines import bm3d, nlm
+    from utils.data.datasets import DATASETS
     tests = DATASETS['bsd68'].test_images(args.data_dir)[:args.images]
     names = args.names or grey_models(args.model_dir)
     results = Results(os.path.join(out, 'classical.csv'))
@@ -255,8 +259,8 @@ def grey_benchmark(args, out: str) -> None:
 
 def write_run(out: str, name: str) -> None:
     """Record where and when the rows were measured, for the reports' titles."""
-    cli.write_text_atomic(os.path.join(out, name), json.dumps(
-        {'machine': cli.machine_label(), 'date': time.strftime('%Y-%m-%d')}) + '\n')
+    write_text_atomic(os.path.join(out, name), json.dumps(
+        {'machine': environment.machine_label(), 'date': time.strftime('%Y-%m-%d')}) + '\n')
 
 
 def read_run(out: str, name: str) -> Dict[str, str]:
@@ -292,8 +296,7 @@ def colour_photos(names: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
 def colour_benchmark(args, out: str) -> None:
     from tqdm.auto import tqdm
 
-    from utils import image_utils
-    from utils.baselines import bm3d_rgb, nlm
+    from utils.evaluation.baselines import bm3d_rgb, nlm
     names = args.names or grey_models(args.model_dir)
     results = Results(os.path.join(out, 'colour_classical.csv'))
     photos = colour_photos(COLOUR_PHOTOS[:args.images])
@@ -308,10 +311,10 @@ def colour_benchmark(args, out: str) -> None:
             if not args.no_bm3d:
                 results.classical('colour BM3D (known sigma)', sigma, name, clean,
                                   lambda: bm3d_rgb(x, sigma))
-        for mode in image_utils.COLOUR_MODES:
+        for mode in COLOUR_MODES:
             run_models(results, names, args.model_dir, sigma, images, tag=f' [{mode}]',
-                       denoise=lambda m, x, mode=mode: image_utils.denoise_array(
-                           m, x, colour=mode))
+                       denoise=lambda m, x, mode=mode: denoise_array(
+                           m, x, PredictOptions(colour=mode)))
     write_run(out, 'colour_run.json')
     colour_report(results, args, out)
 
@@ -326,7 +329,7 @@ def colour_report(results: Results, args, out: str) -> None:
     text = table(results, args.colour_sigmas, f'### {title}', seconds_at=args.colour_sigmas[0])
     text += ('\n\n[channels]: each RGB channel denoised alone; [opponent]: an orthonormal '
              'luminance/chrominance transform, each channel normalised by its own mean and by '
-             'the std of the RGB mean (utils/image_utils.denoise_array).\n')
+             'the std of the RGB mean (utils/prediction/photo.denoise_array).\n')
     finish(results, text, args.colour_sigmas, out, 'colour.md', 'colour.csv', 'colour.png',
            f'colour photographs, [opponent] mode (both modes: colour.md); '
            f'{machine}', reference='colour NLM (blind)', shown=lambda m: '[channels]' not in m)
@@ -337,10 +340,9 @@ def tune(args, out: str) -> None:
     images (test_397 .. test_400 of the training PNGs, never trained on), three noise draws
     each, with each model of --names; prints and writes tune.md."""
     from models import load_model
-    from utils import bsd68_build
-    from utils.datasets import relative_noise
-    from utils.evaluation_utils import PSNR
-    from utils.refine import refine, window_for
+    from utils.core.noise import relative_noise
+    from utils.evaluation.metrics import PSNR
+    from utils.prediction.refine import refine, window_for
     clean = validation_clean(args.from_dir)
     names = bsd68_build.TRAIN_NAMES[-bsd68_build.N_VALIDATION:]
     models = args.names or [cli.DEFAULT_MODEL]
@@ -366,8 +368,8 @@ def tune(args, out: str) -> None:
                          + f' | {chosen:.2f} (w {window_for(rel)}) |')
             print(lines[-1], flush=True)
     lines += ['', f'relative noise: blind noise std / image std (`datasets.relative_noise`), '
-              f'the quantity `utils.refine.window_for` maps to a window; {cli.machine_label()}.']
-    cli.write_text_atomic(os.path.join(out, 'tune.md'), '\n'.join(lines) + '\n')
+              f'the quantity `utils.prediction.refine.window_for` maps to a window; {environment.machine_label()}.']
+    write_text_atomic(os.path.join(out, 'tune.md'), '\n'.join(lines) + '\n')
     print(f"wrote {os.path.join(out, 'tune.md')}")
 
 
@@ -375,8 +377,8 @@ def finish(results: Results, text: str, sigmas, out: str, md: str, csv_name: str
            title: str, reference: str = NLM, shown: Callable[[str], bool] = lambda m: True
            ) -> None:
     print(text)
-    cli.write_text_atomic(os.path.join(out, md), text)
-    cli.write_csv_atomic(os.path.join(out, csv_name), results.rows)
+    write_text_atomic(os.path.join(out, md), text)
+    write_csv_atomic(os.path.join(out, csv_name), results.rows)
     plot(results, sigmas, os.path.join(out, png), title, reference, shown)
     print(f'wrote {md}, {csv_name} and {png} under {out}')
 

@@ -34,10 +34,11 @@ import textwrap
 import time
 from typing import Dict, List, Optional
 
-from utils import cli
-from utils.baselines import bm3d, nlm
-from utils.evaluation_utils import score_denoiser
-from utils.files import atomic_write
+from utils.core.files import write_csv_atomic, write_text_atomic
+from n2s_app import cli
+from utils.evaluation.baselines import bm3d, nlm
+from utils.evaluation.metrics import score_denoiser
+from utils.core.files import atomic_write
 
 VARIANTS = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad', 'n2sp')
 PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation interval
@@ -160,7 +161,7 @@ def cached_run(variant: str, seed: int, cfg: Dict, dataset, images, tests, cache
             return json.load(f)
     result = train_run(variant, seed, cfg, dataset, images, tests, cache)
     os.makedirs(cache, exist_ok=True)
-    cli.write_text_atomic(path, json.dumps(result) + '\n')
+    write_text_atomic(path, json.dumps(result) + '\n')
     return result
 
 
@@ -270,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = {k: getattr(args, k) or v for k, v in PRESETS[args.preset].items()}
     if cfg['pro_steps'] >= cfg['steps']:
         raise ValueError(f"--pro-steps {cfg['pro_steps']} must be below --steps {cfg['steps']}")
-    from utils.datasets import get_dataset
+    from utils.data.datasets import get_dataset
     dataset = get_dataset(args.dataset, args.data_dir)
     tests = dataset.test_images(args.data_dir)  # fails early, with a fix, when data is missing
     images, _ = dataset.training_data(args.data_dir)
@@ -300,11 +301,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     rows = summary_rows(runs, baselines)
     table = markdown(rows, title)
     print(table)
-    cli.write_text_atomic(os.path.join(args.out, 'table.md'), table + '\n')
-    cli.write_csv_atomic(os.path.join(args.out, 'runs.csv'), [
+    write_text_atomic(os.path.join(args.out, 'table.md'), table + '\n')
+    write_csv_atomic(os.path.join(args.out, 'runs.csv'), [
         {'variant': v, 'seed': s, 'psnr': round(r['psnr'], 3), 'ssim': round(r['ssim'], 4),
          'minutes': round(r['seconds'] / 60, 2)} for v, by in runs.items() for s, r in by.items()])
-    cli.write_csv_atomic(os.path.join(args.out, 'curves.csv'), [
+    write_csv_atomic(os.path.join(args.out, 'curves.csv'), [
         {'variant': v, 'seed': s, 'step': step, 'psnr': round(psnr, 3)}
         for v, by in runs.items() for s, r in by.items() for step, psnr in r['curve']])
     plot(runs, baselines, os.path.join(args.out, 'convergence.png'), title)

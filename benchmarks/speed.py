@@ -29,7 +29,9 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from network_configure import PRECISIONS
-from utils import cli
+from utils.core.files import write_text_atomic
+from n2s_app import cli
+from utils.core import environment
 
 GFLOP_PER_IMAGE_W96 = 54.4  # two forward passes and the backward pass, 64x64, width 96
 
@@ -97,7 +99,7 @@ def bench_training(width: int, batch: int, steps: int, warmup: int,
     import numpy as np
     import tensorflow as tf
     from models import Noise2Same
-    from utils.train_utils import mask_box_size, training_dataset
+    from utils.data.pipeline import mask_box_size, training_dataset
     with tempfile.TemporaryDirectory() as folder:
         model = Noise2Same(folder, 'bench', net_config={'first_output_filters': width},
                            precision=precision)
@@ -138,7 +140,7 @@ def bench_prediction(width: int, shape, repeats: int, precision: str = 'float32'
 def mixed_shape_images(data_dir: str):
     """The BSD68 noisy test images in order, else 68 random ones of alternating shapes."""
     import numpy as np
-    from utils.datasets import DATASETS
+    from utils.data.datasets import DATASETS
     try:
         return 'BSD68 test', [im.noisy for im in DATASETS['bsd68'].test_images(data_dir)]
     except OSError:
@@ -251,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cli.start_tensorflow(training=True)
         rows = [bench_training(w, b, args.steps, args.warmup, precision=args.precision)
                 for w, b in args.train]
-        results = {'machine': cli.machine_label(), 'peak': matmul_peak(), 'training': rows,
+        results = {'machine': environment.machine_label(), 'peak': matmul_peak(), 'training': rows,
                    'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         print(table(results))
         write_json(args.out, results)
@@ -265,7 +267,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     train = lambda width, **kw: bench_training(width, 16, args.steps, args.warmup, **kw)
     predict = lambda width, shape, **kw: bench_prediction(width, shape, args.steps, **kw)
     results = {
-        'machine': cli.machine_label(),
+        'machine': environment.machine_label(),
         'peak': matmul_peak(),
         'training': [train(wide, split=True), train(narrow, split=True),
                      train(wide, precision='mixed_bfloat16'),
@@ -292,7 +294,7 @@ def width_by_batch(text: str) -> Tuple[int, int]:
 
 def write_json(path: str, results: Dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    cli.write_text_atomic(path, json.dumps(results, indent=2) + '\n')
+    write_text_atomic(path, json.dumps(results, indent=2) + '\n')
 
 
 if __name__ == '__main__':

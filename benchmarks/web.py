@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from utils import cli
+from n2s_app import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,7 @@
 """Shared fixtures: the repository on sys.path, quiet TensorFlow, the TF1 reference artifacts."""
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,7 +9,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.tf_setup import import_tensorflow, use_onednn  # noqa: E402
+from utils.core.tf_setup import import_tensorflow, use_onednn  # noqa: E402
 
 use_onednn(True)  # as the training scripts (the suite trains)
 import_tensorflow()
@@ -45,3 +47,58 @@ def noisy_images():
               for k in range(10)]
     images = np.stack([(im - im.mean()) / im.std() for im in images])
     return images[..., None].astype(np.float32)
+
+
+def run_main(script, *args) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` (or `python -m MODULE ARGS`) in this process: the script's main(argv) through n2s_app.cli.run
+    (one-line errors, exit statuses), stdout and stderr captured. For tests of arguments,
+    errors and outputs; tests of signals, of what a fresh process prints or imports, and of
+    fresh-process export run the script in a subprocess instead."""
+    import importlib
+    import signal
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from n2s_app import cli
+    path = Path(script)  # a script's path, or a module as `python -m` takes it
+    module = importlib.import_module(
+        '.'.join(path.resolve().relative_to(ROOT).with_suffix('').parts)
+        if path.suffix == '.py' else str(script))
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    handler, cwd = signal.getsignal(signal.SIGTERM), os.getcwd()
+    code = 0
+    try:
+        os.chdir(ROOT)  # as the subprocesses ran: relative defaults such as trained_models/
+        with redirect_stdout(out), redirect_stderr(err):
+            cli.run(lambda _: module.main(argv))
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        os.chdir(cwd)
+    return subprocess.CompletedProcess([str(script), *argv], code, out.getvalue(),
+                                       err.getvalue())
+
+
+TINY_TRAIN = ['--dataset', 'demo', '--filters', '4', '--batch-size', '2', '--patch-size', '16',
+              '--log-steps', '1']
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory) -> Path:
+    """The offline demo data set, built once for the session (read-only for tests)."""
+    from utils.data.datasets import DATASETS
+    data = tmp_path_factory.mktemp('data')
+    DATASETS['demo'].training_data(str(data))  # builds it
+    return data
+
+
+@pytest.fixture(scope='session')
+def tiny(tmp_path_factory, demo_data) -> Path:
+    """A model folder holding 'tiny': width 4, 2 steps of train.py on the demo set, trained once
+    for the session. Tests read it; one that trains further copies it first."""
+    base = tmp_path_factory.mktemp('models')
+    result = run_main(ROOT / 'train.py', *TINY_TRAIN, '--steps', '2', '--data-dir',
+                      str(demo_data) + '/', '--model-dir', base, '--name', 'tiny')
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base

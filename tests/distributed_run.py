@@ -10,8 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils import cli  # noqa: E402  (sets TensorFlow's environment first)
-from utils.distribute import make_strategy  # noqa: E402
+from n2s_app import cli
+from utils.training.distribute import make_strategy  # noqa: E402
 
 
 def logged_losses(model_dir: str) -> dict:

@@ -4,14 +4,12 @@ import csv
 import json
 import os
 import statistics
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from benchmarks import quality
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 
 def test_variants_share_the_step_budget():
@@ -40,13 +38,11 @@ def test_paired_difference_is_the_mean_seedwise_gain():
     assert quality.paired_difference(runs, 'n2s') is None
 
 
+@pytest.mark.slow
 def test_quality_benchmark_runs_end_to_end_and_shares_the_first_phase(tmp_path):
-    result = subprocess.run(
-        [sys.executable, '-m', 'benchmarks.quality', '--dataset', 'demo', '--filters', '4',
-         '--steps', '4',
-         '--pro-steps', '2', '--eval-every', '2', '--seeds', '1', '2', '--variants', 'n2s', 'pro',
-         '--no-baselines', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-        timeout=600)
+    result = run_main('benchmarks/quality.py', '--dataset', 'demo', '--filters', '4', '--steps', '4',
+                      '--pro-steps', '2', '--eval-every', '2', '--seeds', '1', '2', '--variants',
+                      'n2s', 'pro', '--no-baselines', '--out', tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ('table.md', 'runs.csv', 'curves.csv', 'convergence.png'):
         assert (tmp_path / name).stat().st_size > 0
@@ -82,6 +78,7 @@ def test_speed_benchmark_pieces_report_consistent_figures():
     assert predict['precision'] == 'mixed_bfloat16' and predict['median_s'] > 0
 
 
+@pytest.mark.slow
 def test_mixed_shape_pass_times_every_image_with_and_without_tta(tmp_path):
     from benchmarks import speed
     from conftest import ROOT
@@ -94,24 +91,24 @@ def test_mixed_shape_pass_times_every_image_with_and_without_tta(tmp_path):
     assert 'random, width 32' in speed.mixed_table([result])
 
 
+@pytest.mark.slow
 def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_path):
     """Two BSD68 images at sigma 10, one model: the noisy row and the model rows equal numpy
     recomputations with the documented noise draw; the NLM rows are cached for a rerun."""
     from test_bsd68 import require_pngs
     require_pngs()
-    from utils import bsd68_build
-    from utils.evaluation_utils import PSNR
+    from utils.data import bsd68_build
+    from utils.evaluation.metrics import PSNR
     data = tmp_path / 'data'
     bsd68_build.build_bsd68(str(ROOT.parent / 'shared' / 'data' / 'bsd68'), str(data / 'BSD68'))
-    cmd = [sys.executable, '-m', 'benchmarks.noise_levels', '--images', '2', '--sigmas', '10',
-           '--names', 'demo32-N2S', '--no-bm3d', '--data-dir', str(data), '--out', str(tmp_path)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_main('benchmarks/noise_levels.py', '--images', '2', '--sigmas', '10', '--names',
+                      'demo32-N2S', '--no-bm3d', '--data-dir', data, '--out', tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / 'results.csv') as f:
         rows = {(r['method'], r['image']): float(r['psnr']) for r in csv.DictReader(f)}
     from models import load_model
-    from utils.datasets import DATASETS
-    from utils.refine import refine
+    from utils.data.datasets import DATASETS
+    from utils.prediction.refine import refine
     model = load_model(str(ROOT / 'trained_models'), 'demo32-N2S')
     rng = np.random.default_rng(9010)
     for image in DATASETS['bsd68'].test_images(str(data))[:2]:
@@ -129,24 +126,23 @@ def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_pat
     assert '| demo32-N2S --refine |' in table and (tmp_path / 'noise_levels.png').stat().st_size
 
 
+@pytest.mark.slow
 def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_path):
     """--tune on the first held-out validation image at sigma 25, one model, steps 1 and 2: the
     noisy row is the documented noise draw, the 0-step row the model's own prediction, the
-    2-step rows those of adapting each image with utils.adapt (plain and refined) with the
+    2-step rows those of adapting each image with n2s_app.adapt (plain and refined) with the
     image's own noise level in the loss."""
     from test_bsd68 import require_pngs
     require_pngs()
     from benchmarks.noise_levels import validation_clean
     from models import load_model
-    from utils.adapt import adapted
-    from utils.evaluation_utils import PSNR
-    from utils.refine import refine
+    from n2s_app.adapt import adapted
+    from utils.evaluation.metrics import PSNR
+    from utils.prediction.refine import refine
     shared = str(ROOT.parent / 'shared' / 'data' / 'bsd68')
-    cmd = [sys.executable, '-m', 'benchmarks.adapt', '--tune', '--from', shared, '--images', '1',
-           '--sigmas', '25',
-           '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs', '1e-3', '--lmbds', 'image',
-           '--out', str(tmp_path)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_main('benchmarks/adapt.py', '--tune', '--from', shared, '--images', '1',
+                      '--sigmas', '25', '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs',
+                      '1e-3', '--lmbds', 'image', '--out', tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / 'tune_adapt.csv') as f:
         rows = {r['method']: r for r in csv.DictReader(f)}
@@ -182,7 +178,7 @@ def test_blind_pilot_noise_normalisation_and_branching(tmp_path):
     from skimage.restoration import estimate_sigma
 
     from benchmarks import blind_pilot
-    from utils.checkpoint_utils import latest_checkpoint
+    from utils.model_io.checkpoints import latest_checkpoint
     rng = np.random.default_rng(4)
     smooth = np.outer(np.linspace(0, 200, 64), np.ones(64))
     images = [smooth + rng.normal(0, 20, smooth.shape), smooth]  # noisy, noise-free
@@ -209,7 +205,7 @@ def test_folder_benchmark_writes_8bit_photos_and_scores_the_outputs(tmp_path, mo
     folder and held-out PNGs are the noisy images rounded and clipped, the training command is
     the user's (--images the folder, --noise-sigma auto), and each row's PSNR is recomputed."""
     from benchmarks import folder
-    from utils.image_utils import read_image, write_image_atomic
+    from utils.core.image_io import read_image, write_image_atomic
     rng = np.random.default_rng(5)
     data = tmp_path / 'sigma10' / 'BSD68'
     for split in ('train', 'val', 'test'):
@@ -287,9 +283,7 @@ def test_colour_report_remakes_the_table_from_its_rows_and_plots_one_mode(tmp_pa
         writer.writerows(rows)
     (tmp_path / 'colour_run.json').write_text(
         json.dumps({'machine': 'test CPU', 'date': '2000-01-02'}))
-    cmd = [sys.executable, '-m', 'benchmarks.noise_levels', '--report', '--colour', '--out',
-           str(tmp_path)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_main('benchmarks/noise_levels.py', '--report', '--colour', '--out', tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / 'colour.md').read_text()
     assert 'test CPU, 2000-01-02' in text

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from utils import bsd68_build, cli
-from utils.datasets import DATASETS
-from utils.evaluation_utils import PSNR
+from utils.data import bsd68_build
+from n2s_app import cli
+from utils.data.datasets import DATASETS
+from utils.evaluation.metrics import PSNR
 
 PNGS = Path(os.environ.get('N2S_BSD68_PNGS', ROOT.parent / 'shared' / 'data' / 'bsd68'))
 
@@ -158,7 +159,7 @@ def test_the_blind_variant_gives_each_training_image_its_documented_sigma(tmp_pa
     """bsd68-blind: training image i gets sigma_i = 55 * default_rng([68, 2, i]).random() times
     the same standard normal draw as BSD68; the test images are BSD68's (sigma 25)."""
     require_pngs()
-    from utils.datasets import BLIND_SIGMA
+    from utils.data.datasets import BLIND_SIGMA
     folder = tmp_path / 'BSD68-blind'
     assert bsd68_build.build_bsd68(str(PNGS), str(folder), BLIND_SIGMA)
     train = np.load(folder / 'train/DCNN400_train_gaussian25.npy')

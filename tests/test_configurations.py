@@ -1,15 +1,17 @@
 """Every network option, original checkpoints of other configurations, BN updates, logging."""
 import glob
+import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REFERENCE_DIRS
 from models import Noise2Same
 from network import DenoisingNetwork
 from network_configure import merged_net_config
-from utils.checkpoint_utils import infer_settings, read_checkpoint, tf1_variable_names
+from utils.model_io.checkpoints import infer_settings, read_checkpoint, tf1_variable_names
 
 CONFIGS = [
     {'first_output_filters': 4},
@@ -22,13 +24,64 @@ CONFIGS = [
 ]
 
 
-def write_tf1_checkpoint(network, path):
-    """Save `network` as the original TF1 code did: a V2 bundle keyed by the scope names."""
-    names = dict(tf1_variable_names(network))
-    names['global_step'] = tf.constant(7, dtype=tf.int64)
-    tf.raw_ops.SaveV2(prefix=path, tensor_names=list(names),
-                      shape_and_slices=[''] * len(names),
-                      tensors=[tf.convert_to_tensor(v) for v in names.values()])
+def original_variables(dim, channels, conf):
+    """{name: shape} of the weights the original TF1 code (network.py, resnet_module.py and
+    models.py of divelab/Noise2Same; ../shared/REFERENCE.md sections 3-4) creates for a
+    configuration, written here from that description, not from the port's layers."""
+    k = lambda size: [size] * dim  # a kernel's spatial axes
+    found = {}
+
+    def batch_norm(scope, width):
+        for name in ('beta', 'gamma', 'moving_mean', 'moving_variance'):
+            found[f'{scope}/{name}'] = [width]
+
+    def res_block(scope, width, out, down=False):  # pre-activation; down: down_res_block
+        batch_norm(f'{scope}/batch_norm_1', width)
+        if down or width != out:
+            found[f'{scope}/projection_shortcut/kernel'] = k(1) + [width, out]
+        found[f'{scope}/convolution_1/kernel'] = k(2 if down else 3) + [width, out]
+        batch_norm(f'{scope}/batch_norm_2', out)
+        found[f'{scope}/convolution_2/kernel'] = k(3) + [out, out]
+        return out
+
+    F, depth, top = conf['first_output_filters'], conf['depth'], 'main_unet'
+    found[f'{top}/first_convolution/kernel'] = k(3) + [channels, F]
+    width, skips = F, []
+    for block in range(conf['encoding_block_sizes'][0]):
+        width = res_block(f'{top}/encoding_block_1/res_{block}', width, F)
+    for i in range(2, depth + 1):
+        skips.append(width)
+        scope, out = f'{top}/encoding_block_{i}', F * 2 ** (i - 1)
+        if conf['downsampling'][i - 2] == 'down_res_block':
+            width = res_block(f'{scope}/downsampling', width, out, down=True)
+        else:
+            found[f'{scope}/downsampling/convolution/kernel'] = k(2) + [width, out]
+            found[f'{scope}/downsampling/convolution/bias'] = [out]
+            width = out
+        for block in range(conf['encoding_block_sizes'][i - 1]):
+            width = res_block(f'{scope}/res_{block}', width, out)
+    width = res_block(f'{top}/bottom_block/block_0', width, F * 2 ** (depth - 1))
+    for j in range(depth - 1, 0, -1):
+        scope, out = f'{top}/decoding_block_{j}', F * 2 ** (j - 1)
+        found[f'{scope}/upsampling/transposed_convolution/kernel'] = k(2) + [out, width]
+        found[f'{scope}/upsampling/transposed_convolution/bias'] = [out]
+        width = out + (skips[j - 1] if conf['skip_method'] == 'concat' else 0)
+        for block in range(conf['decoding_block_sizes'][depth - 1 - j]):
+            width = res_block(f'{scope}/res_{block}', width, out)
+    batch_norm(f'{top}/unet_out', width)
+    found[f'{top}/out_conv/kernel'] = k(1) + [width, channels]
+    return found
+
+
+def write_tf1_checkpoint(network, path, names):
+    """Save `network` as the original TF1 code did: a V2 bundle keyed by the scope names
+    `names` (those of `original_variables`), each holding the port's weight of that name."""
+    port = dict(tf1_variable_names(network))
+    tensors = {name: port[name] for name in names}
+    tensors['global_step'] = tf.constant(7, dtype=tf.int64)
+    tf.raw_ops.SaveV2(prefix=path, tensor_names=list(tensors),
+                      shape_and_slices=[''] * len(tensors),
+                      tensors=[tf.convert_to_tensor(v) for v in tensors.values()])
 
 
 @pytest.mark.parametrize('overrides', CONFIGS, ids=lambda c: '-'.join(f'{k}' for k in c))
@@ -42,10 +95,20 @@ def test_every_option_builds_runs_and_is_recognised_in_an_original_checkpoint(
     assert net(x, training=True).shape == x.shape
     names = [name for name, _ in tf1_variable_names(net)]
     assert len(names) == len(set(names)) == len(net.weights)
+    # the port names and shapes its weights as the original code does
+    original = original_variables(dim, channels, conf)
+    assert {name: list(v.shape) for name, v in tf1_variable_names(net)} == original
+    for ref in REFERENCE_DIRS if overrides == CONFIGS[0] else []:  # the description above,
+        info = json.loads((ref / 'reference.json').read_text())    # against the original's
+        if (info['dim'], info['in_channels']) == (dim, channels):  # TF1 checkpoints
+            saved = {n: s for n, s in tf.train.list_variables(str(ref / 'model'))
+                     if n.startswith('main_unet/') and not n.endswith(('/Adam', '/Adam_1'))}
+            assert original_variables(dim, channels, merged_net_config(
+                {'first_output_filters': info['first_output_filters']})) == saved, ref.name
     # an original-style checkpoint of this configuration: settings inferred, outputs equal
     model_dir = tmp_path / 'model'
     model_dir.mkdir()
-    write_tf1_checkpoint(net, str(model_dir / 'model.ckpt-7'))
+    write_tf1_checkpoint(net, str(model_dir / 'model.ckpt-7'), original)
     (model_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-7"\n')
     inferred = infer_settings(read_checkpoint(str(model_dir / 'model.ckpt-7')))
     assert (inferred['dim'], inferred['in_channels']) == (dim, channels)

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 from models import Noise2Same
-from utils.datasets import DATASETS, MissingDataError, get_dataset, lmbd_for_noise
-from utils.evaluation_utils import PSNR, get_scores
-from utils.predict_utils import PercentileNormalizer
+from utils.data.datasets import DATASETS, get_dataset
+from utils.core.errors import MissingDataError
+from utils.core.noise import lmbd_for_noise
+from utils.evaluation.metrics import get_scores, PSNR
+from utils.core.normalisation import PercentileNormaliser
 
 
 @pytest.fixture(scope='module')
@@ -116,7 +118,7 @@ def test_planaria_layout_and_protocol(tmp_path, models):
     rows = list(dataset.evaluate(model, str(tmp_path)))
     assert [r['group'] for r in rows] == ['condition_1', 'condition_2', 'condition_3']
     image = dataset.test_images(str(tmp_path))[0]
-    x = PercentileNormalizer(2, 99.8).before(image.noisy, 'ZYX')
+    x = PercentileNormaliser(2, 99.8).before(image.noisy, 'ZYX')
     expected = get_scores(gt, model.crop_predict(x, 256, 32, im_mean=0, im_std=1))
     assert rows[0]['psnr'] == pytest.approx(expected[1], rel=1e-6)
 
@@ -125,7 +127,7 @@ def test_offline_download_fails_with_one_line_saying_where_to_put_files(tmp_path
                                                                          capsys):
     import gdown
     import download
-    from utils import cli
+    from n2s_app import cli
 
     def offline(*args, **kwargs):
         raise ConnectionError('no route to host')

@@ -32,7 +32,7 @@ def losses_of(process) -> dict:
 def weights(model_dir) -> dict:
     """Kernels, gammas and moving statistics of the newest checkpoint (biases followed by batch
     norm have a zero gradient up to round-off, which Adam amplifies: they are left out)."""
-    from utils.checkpoint_utils import latest_checkpoint, read_checkpoint
+    from utils.model_io.checkpoints import latest_checkpoint, read_checkpoint
     values = read_checkpoint(latest_checkpoint(str(model_dir)))
     return {k: v for k, v in values.items()
             if k.endswith(('kernel', 'gamma', 'moving_mean', 'moving_variance'))}
@@ -58,11 +58,13 @@ def assert_same_run(losses, model_dir, reference):
         np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=atol, err_msg=key)
 
 
+@pytest.mark.slow
 def test_mirrored_with_synchronised_batch_norm_follows_one_device(tmp_path, one_device):
     losses = losses_of(start(tmp_path, 'm', 'mirrored'))
     assert_same_run(losses, tmp_path / 'm', one_device)
 
 
+@pytest.mark.slow
 def test_mirrored_per_image_n2sp_follows_one_device(tmp_path):
     """Per-image N2SP rows from each replica land in their rows of the global batch."""
     one = start(tmp_path / 'one', 'm', 'default', per_image=True)
@@ -71,6 +73,7 @@ def test_mirrored_per_image_n2sp_follows_one_device(tmp_path):
     assert_same_run(losses_of(two), tmp_path / 'two' / 'm', reference)
 
 
+@pytest.mark.slow
 def test_mirrored_without_sync_normalises_per_replica(tmp_path, one_device):
     losses = losses_of(start(tmp_path, 'm', 'mirrored', sync=False))
     assert abs(losses[1] - one_device[0][1]) > 1e-4  # each half batch has its own statistics
@@ -86,6 +89,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_leave_one_checkpoint_that_one_process_continues(tmp_path, one_device):
     from models import Noise2Same
     cluster = {'worker': [f'127.0.0.1:{port}' for port in free_ports(2)]}

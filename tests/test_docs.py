@@ -2,13 +2,11 @@
 anchors, file paths, and the flags of every `python SCRIPT.py` / `python -m MODULE` command."""
 import functools
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 DOCS = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
 # written by the commands the docs describe (data sets, make demo, exports), not committed
@@ -83,7 +81,7 @@ def test_file_paths_in_the_text_exist(doc):
                 continue  # a bare name (a model's settings.json, its eval/) names no place
             module, _, attribute = token.rpartition('.')
             if '/' in token and not token.endswith(PATH_SUFFIXES) and attribute.isidentifier():
-                token = module + '.py'  # utils/baselines.nlm: a function of utils/baselines.py
+                token = module + '.py'  # utils/baselines.nlm: a function of utils/evaluation/baselines.py
             if not ((ROOT / token).exists() or (doc.parent / token).exists()):
                 missing.append(token)
     assert not missing, f'{doc.name}: paths that do not exist: {sorted(set(missing))}'
@@ -101,9 +99,7 @@ def commands(text: str):
 
 @functools.lru_cache(maxsize=None)
 def help_flags(target: str) -> frozenset:
-    cmd = [sys.executable, '-m', target] if not target.endswith('.py') else \
-        [sys.executable, str(ROOT / target)]
-    out = subprocess.run(cmd + ['--help'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = run_main(ROOT / target if target.endswith('.py') else target, '--help')
     assert out.returncode == 0, f'{target} --help failed: {out.stderr[-500:]}'
     return frozenset(re.findall(r'(--[a-z][a-z0-9-]*)', out.stdout))
 
@@ -115,7 +111,7 @@ OUR_SCRIPTS = {p.name for p in ROOT.glob('*.py')}
 def test_every_documented_flag_is_one_the_script_takes(doc):
     unknown = []
     for target, flags in commands(markdown(doc)):
-        ours = target in OUR_SCRIPTS or target.startswith(('benchmarks.', 'utils.'))
+        ours = target in OUR_SCRIPTS or target.startswith(('benchmarks.', 'n2s_app.'))
         if not ours or not flags or placeholder(target):
             continue
         known = help_flags(target)
@@ -136,18 +132,68 @@ def test_the_checks_catch_what_they_should(tmp_path):
     assert found == ['#b', 'nothing.md']
 
 
-def table_numbers(text: str, first_cell: str) -> list:
-    """The decimal numbers of the markdown table whose header row starts with first_cell."""
-    block = text.split(first_cell, 1)[1].split('\n\n', 1)[0]
-    return re.findall(r'\b\d+\.\d\d\b', block)
+def table_rows(text: str, first_cell: str) -> dict:
+    """The markdown table whose header row starts with first_cell (the first in `text` from
+    there): {first cell of each row: {column header: cell}}, '**' and spaces stripped."""
+    block = (first_cell + text.split(first_cell, 1)[1]).split('\n\n', 1)[0]
+    lines = [[c.strip().strip('*').strip() for c in line.strip().strip('|').split('|')]
+             for line in block.strip().splitlines() if not line.startswith('|---')]
+    return {row[0]: dict(zip(lines[0][1:], row[1:])) for row in lines[1:]}
+
+
+def noise_table_mismatches(readme: str, written: str) -> list:
+    """The README noise-level cells that are not the benchmark table's cell of the same
+    method (the row named in the README: model in backticks, 'refined' -> '--refine', NLM,
+    BM3D, noisy input; '12 images' rows and BM3D from the BM3D-subset table) and the same
+    column (sigma N, s/image where the README gives it)."""
+    readme_rows = table_rows(readme, '| PSNR (dB), 68 BSD68 images |')
+    full, subset = written.split('### The same on the BM3D subset', 1)
+    tables = {False: table_rows(full, '| method |'), True: table_rows(subset, '| method |')}
+    wrong = []
+    for label, cells in readme_rows.items():
+        model = re.search(r'`([^`]+)`', label)
+        if label.startswith('noisy input'):
+            method = 'noisy input'
+        elif label.startswith('NLM'):
+            method = 'NLM (blind)'
+        elif label.startswith('BM3D'):
+            method = 'BM3D (known sigma)'
+        else:
+            assert model, f'README row {label!r}: which benchmark method?'
+            method = model.group(1) + (' --refine' if 'refined' in label else '')
+        row = tables['12 images' in label or method.startswith('BM3D')].get(method)
+        assert row is not None, f'README row {label!r}: no {method!r} in table.md'
+        for column, cell in cells.items():
+            sigma = re.fullmatch(r'σ (\d+)', column)
+            key = f'sigma {sigma.group(1)}' if sigma else 's/image' if column == 's / image' \
+                else None
+            assert key, f'README column {column!r}'
+            if (cell or sigma) and row.get(key) != cell:
+                wrong.append((label, column, cell, row.get(key)))
+    return wrong
 
 
 def test_the_readmes_noise_level_table_is_the_benchmarks():
-    """Every figure of the README's noise-level table is in the table the benchmark wrote
-    (results/noise_levels/table.md), so a hand edit or a stale copy fails."""
-    readme = table_numbers(markdown(ROOT / 'README.md'), '| PSNR (dB), 68 BSD68 images |')
+    """Every cell of the README's noise-level table is the cell of the same method (row) and
+    noise level (column) in the table the benchmark wrote (results/noise_levels/table.md), so
+    a hand edit, swapped rows or a stale copy fails."""
+    readme = markdown(ROOT / 'README.md')
     written = (ROOT / 'results/noise_levels/table.md').read_text()
-    written = set(re.findall(r'\b\d+\.\d\d\b', written))
-    assert len(readme) >= 30
-    assert [n for n in readme if n not in written] == []
-    assert table_numbers('| x |\n| 1.25 | 2.5 |\n\nafter 3.75', '| x |') == ['1.25']
+    rows = table_rows(readme, '| PSNR (dB), 68 BSD68 images |')
+    assert len(rows) >= 8 and all(len([c for c in r if c.startswith('σ')]) == 6
+                                  for r in rows.values())
+    assert noise_table_mismatches(readme, written) == []
+    # the check itself, on copies of the README: the figures of its first two rows swapped
+    # (the names kept; every sigma differs), or one figure of its third row changed
+    lines = readme.splitlines()
+    top = lines.index(next(line for line in lines
+                           if line.startswith('| PSNR (dB), 68 BSD68 images |')))
+    first, second, third = top + 2, top + 3, top + 4
+    name, figures = zip(*(lines[i][1:].split('|', 1) for i in (first, second)))
+    swapped = lines.copy()
+    swapped[first], swapped[second] = f'|{name[0]}|{figures[1]}', f'|{name[1]}|{figures[0]}'
+    assert len(noise_table_mismatches('\n'.join(swapped), written)) >= 12
+    edited = lines.copy()
+    edited[third] = re.sub(r'\d+\.\d\d', lambda m: f'{float(m.group()) + 0.01:.2f}',
+                           lines[third], count=1)
+    assert len(noise_table_mismatches('\n'.join(edited), written)) == 1

@@ -64,6 +64,7 @@ def test_export_refuses_to_overwrite(tmp_path):
         model.export(str(tmp_path / 'out'))
 
 
+@pytest.mark.slow
 def test_weights_only_folder_predicts_and_initialises_as_the_full_one(tmp_path, capsys):
     import export
     import tensorflow as tf

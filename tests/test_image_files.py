@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import ROOT
 from test_scripts import error_lines, run
-from utils.image_files import ImageFileError, from_files, read_training_file, training_defaults
-from utils.image_utils import find_images
+from utils.data.user_images import from_files, ImageFileError, read_training_file, training_defaults
+from utils.core.image_io import find_images
 
 TINY = ['--filters', 2, '--batch-size', 2, '--patch-size', 16, '--save-steps', 1]
 
@@ -137,15 +137,15 @@ def test_bad_files_are_named_in_one_line_errors(tmp_path, case, words):
 
 
 def test_data_larger_than_free_memory_is_refused(tmp_path, monkeypatch):
-    import utils.image_files as image_files
+    import utils.data.user_images as user_images
     cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((64, 64), np.uint8))
-    monkeypatch.setattr(image_files, 'available_memory', lambda: 1000)
+    monkeypatch.setattr(user_images, 'available_memory', lambda: 1000)
     with pytest.raises(ImageFileError, match='GB in memory.*train on fewer or smaller'):
         files_dataset([tmp_path]).training_data()
 
 
 def test_estimated_lmbd_matches_the_known_noise_level_in_any_units():
-    from utils.datasets import lmbd_estimated, lmbd_for_noise
+    from utils.core.noise import lmbd_estimated, lmbd_for_noise
     rng = np.random.default_rng(4)
     images = [noisy(rng, (120, 140)) for _ in range(4)] + \
         [noisy(rng, (100, 90)) * 257 for _ in range(2)]  # 16-bit units: noise std 20 x 257
@@ -156,6 +156,7 @@ def test_estimated_lmbd_matches_the_known_noise_level_in_any_units():
     assert abs(lmbd_estimated(images) - mixed) / mixed < 0.1
 
 
+@pytest.mark.slow
 def test_train_on_a_folder_records_the_files_and_resumes_with_them(folder, tmp_path):
     models = tmp_path / 'models'
     result = run(ROOT / 'train.py', '--images', folder, '--model-dir', models, '--name', 'mine',
@@ -195,6 +196,7 @@ def test_bad_file_stops_train_py_before_anything_is_written(tmp_path):
     assert result.returncode == 2 and 'exclude each other' in error_lines(result)[0]
 
 
+@pytest.mark.slow
 def test_a_tiff_stack_trains_a_3d_model_with_train_pro(tmp_path):
     rng = np.random.default_rng(6)
     tifffile.imwrite(tmp_path / 'stack.tif', noisy(rng, (8, 24, 28)).astype(np.uint16))
@@ -233,7 +235,7 @@ def test_test_single_denoises_many_files_and_reports_the_failed_ones(folder, tmp
 
 def test_test_single_notes_unfit_images_once_and_sums_them_up(tmp_path):
     # noise std 1 on a 40..200 ramp: ~0.02 x the image's std, far below the default model's
-    # training range (utils/fit.py), so each of the three images is outside it
+    # training range (utils/evaluation/fit.py), so each of the three images is outside it
     rng = np.random.default_rng(6)
     quiet = tmp_path / 'quiet'
     quiet.mkdir()

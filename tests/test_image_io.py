@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from utils import image_utils
-from utils.predict_utils import Predictor
+from utils.evaluation.figure import save_figure_atomic
+from utils.core import image_io
+from n2s_app import train_plan
+from utils.prediction.predictor import Predictor
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -45,19 +47,19 @@ def test_16_bit_png_is_read_and_written_losslessly(tmp_path, channels):
     source = tmp_path / 'in.png'
     source.write_bytes(png_bytes(pixels))
 
-    image = image_utils.read_image(str(source))
+    image = image_io.read_image(str(source))
     assert image.dtype == np.uint16
     np.testing.assert_array_equal(image.pixels, pixels)
-    image_utils.write_image_atomic(str(tmp_path / 'out.png'), image.pixels)
+    image_io.write_image_atomic(str(tmp_path / 'out.png'), image.pixels)
     assert png_header(tmp_path / 'out.png') == (16, {1: 0, 3: 2, 4: 6}[channels])
-    np.testing.assert_array_equal(image_utils.read_image(str(tmp_path / 'out.png')).pixels, pixels)
+    np.testing.assert_array_equal(image_io.read_image(str(tmp_path / 'out.png')).pixels, pixels)
 
 
 def test_8_bit_rgb_png_round_trip(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, size=(9, 13, 3)).astype(np.uint8)
     (tmp_path / 'a.png').write_bytes(png_bytes(pixels))
-    np.testing.assert_array_equal(image_utils.read_image(str(tmp_path / 'a.png')).pixels, pixels)
-    image_utils.write_image_atomic(str(tmp_path / 'b.png'), pixels)
+    np.testing.assert_array_equal(image_io.read_image(str(tmp_path / 'a.png')).pixels, pixels)
+    image_io.write_image_atomic(str(tmp_path / 'b.png'), pixels)
     assert png_header(tmp_path / 'b.png') == (8, 2)
     np.testing.assert_array_equal(np.array(Image.open(tmp_path / 'b.png')), pixels)
 
@@ -72,18 +74,18 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / 'c.jpg', quality=95,
                                                        exif=exif.tobytes())
-    pixels = image_utils.read_image(str(tmp_path / 'c.jpg')).pixels
+    pixels = image_io.read_image(str(tmp_path / 'c.jpg')).pixels
     assert pixels.shape == upright.shape
     assert np.abs(pixels.astype(float) - upright).mean() < 3
 
 
 def test_jpeg_outputs_are_written_at_the_stated_quality(tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, size=(32, 32)).astype(np.uint8)
-    image_utils.write_image_atomic(str(tmp_path / 'q.jpg'), pixels)
+    image_io.write_image_atomic(str(tmp_path / 'q.jpg'), pixels)
     # the IJG scaling of the standard luminance table (JPEG Annex K, first two rows) at
     # that quality; Pillow lists the tables in natural (row-major) order
     annex_k = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55]
-    quality = image_utils.JPEG_QUALITY
+    quality = image_io.JPEG_QUALITY
     scale = 5000 / quality if quality < 50 else 200 - 2 * quality
     expected = [min(max((q * scale + 50) // 100, 1), 255) for q in annex_k]
     with Image.open(tmp_path / 'q.jpg') as im:
@@ -93,10 +95,10 @@ def test_jpeg_outputs_are_written_at_the_stated_quality(tmp_path):
 def test_outputs_get_the_mode_of_a_plain_write(tmp_path):
     old = os.umask(0o022)
     try:
-        image_utils.write_image_atomic(str(tmp_path / 'o.png'), np.zeros((8, 8), np.uint8))
-        image_utils.save_figure_atomic(str(tmp_path / 'f.png'), np.zeros((8, 8)),
+        image_io.write_image_atomic(str(tmp_path / 'o.png'), np.zeros((8, 8), np.uint8))
+        save_figure_atomic(str(tmp_path / 'f.png'), np.zeros((8, 8)),
                                        np.zeros((8, 8)), show=False)
-        from utils.cli import write_csv_atomic, write_text_atomic
+        from utils.core.files import write_csv_atomic, write_text_atomic
         write_csv_atomic(str(tmp_path / 'r.csv'), [{'a': 1}])
         write_text_atomic(str(tmp_path / 't.txt'), 'x')
         (tmp_path / 'plain').write_text('x')
@@ -141,10 +143,9 @@ def test_colour_normalisation_per_channel_or_over_all_channels():
 
 def test_a_colour_model_records_and_uses_its_training_normalisation(tmp_path):
     from models import Noise2Same
-    from utils import cli
-    from utils.datasets import DATASETS
+    from utils.data.datasets import DATASETS
     args = type('Args', (), {'precision': 'float32', 'filters': 4})()
-    kwargs = cli.model_kwargs(args, DATASETS['imagenet'])
+    kwargs = train_plan.model_kwargs(args, DATASETS['imagenet'])
     assert kwargs['normalisation'] == 'channel'
     model = Noise2Same(str(tmp_path), 'rgb', **kwargs)
     assert model.settings()['normalisation'] == 'channel' and model.predictor.per_channel

@@ -97,8 +97,8 @@ def test_n2sp_guard_floors_the_sigma_estimate(tmp_path):
 def test_n2sp_guard_is_measured_at_the_switch_and_kept_on_resume(tmp_path, noisy_images):
     """The floor is sqrt(mean rec) of the phase-one weights over the next training batches
     (recomputed here through compute_losses on the same batches), saved, and reused."""
-    from utils.checkpoint_utils import read_settings
-    from utils.train_utils import mask_box_size, training_dataset
+    from utils.core.settings import read_settings
+    from utils.data.pipeline import mask_box_size, training_dataset
     Noise2Same(str(tmp_path), 'm', net_config=TINY).train(
         noisy_images, [16, 16], batch_size=4, steps=2, verbose=False, seed=3)
     phase_one = Noise2Same(str(tmp_path), 'm')

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from utils.train_utils import (augmentation_grids, donut_average, learning_rate, mask_box_size,
-                               stratified_mask, training_batch, training_dataset, stack_images,
-                               check_training_images)
+from utils.data.pipeline import (augmentation_grids, check_training_images, donut_average,
+    mask_box_size, stack_images, stratified_mask, training_batch, training_dataset)
+from utils.training.optimizer import learning_rate
 from models import training_config
 
 

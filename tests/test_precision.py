@@ -5,7 +5,7 @@ import pytest
 
 from conftest import REFERENCE_DIRS, require_reference
 from models import Noise2Same
-from utils.checkpoint_utils import latest_checkpoint
+from utils.model_io.checkpoints import latest_checkpoint
 
 
 @pytest.fixture(params=REFERENCE_DIRS or [None], ids=lambda p: p.name if p else 'missing')

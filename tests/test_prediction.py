@@ -1,10 +1,11 @@
-"""Prediction (utils/predict_utils.Predictor) and the test-time self-ensemble, against numpy
+"""Prediction (utils/prediction/predictor.Predictor) and the test-time self-ensemble, against numpy
 re-computations and a network whose output is known."""
 import numpy as np
 import pytest
 
 from models import Noise2Same
-from utils.predict_utils import Predictor, dihedral_transforms, self_ensemble
+from utils.prediction.predictor import (dihedral_transforms, PredictOptions, Predictor,
+                                        self_ensemble)
 
 TINY = {'first_output_filters': 4}
 
@@ -62,8 +63,8 @@ def test_predictor_normalises_pads_and_maps_back():
     predictor = Predictor(lambda batch: batch, dim=2, in_channels=1, multiple=8)
     image = np.random.default_rng(2).uniform(0, 255, (13, 29)).astype(np.float32)
     np.testing.assert_allclose(predictor.predict(image), image, rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(predictor.predict(image, tta=True), image, rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(predictor.crop_predict(image, 16, 4), image, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(predictor.predict(image, PredictOptions(tta=True)), image, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(predictor.crop_predict(image, PredictOptions(tile_size=16, margin=4)), image, rtol=1e-5, atol=1e-3)
     doubled = Predictor(lambda batch: 2 * batch, dim=2, in_channels=1, multiple=8)
     mean = image.mean()
     np.testing.assert_allclose(doubled.predict(image), 2 * (image - mean) + mean, rtol=1e-4,

@@ -1,15 +1,18 @@
-"""The noise-aware refinement (utils/refine.py), colour images with grey models
-(image_utils.denoise_array) and the model-fit note (utils/fit.py), against numpy
+"""The noise-aware refinement (utils/prediction/refine.py), colour images with grey models
+(denoise_array) and the model-fit note (utils/evaluation/fit.py), against numpy
 re-computations and images whose answer is known."""
 import numpy as np
 import pytest
 from skimage import data
 
 from conftest import ROOT
-from utils import fit, image_utils
-from utils.cli import DEFAULT_MODEL
-from utils.evaluation_utils import PSNR
-from utils.refine import WINDOWS, refine, window_for
+from utils.core.noise import relative_noise
+from utils.prediction.photo import denoise_array, OPPONENT
+from utils.prediction.predictor import PredictOptions
+from utils.evaluation import fit
+from n2s_app.cli import DEFAULT_MODEL
+from utils.evaluation.metrics import PSNR
+from utils.prediction.refine import refine, window_for, WINDOWS
 
 MODEL = 'demo32-N2S'
 
@@ -91,23 +94,23 @@ def test_predict_with_refine_refines_the_network_output_whole_and_tiled(model):
 def test_a_grey_model_keeps_a_colour_image_in_colour(model):
     clean, noisy, _ = scene((64, 80), sigma=15.0)
     rgb = np.stack([noisy, 0.8 * noisy[::-1] + 20, 0.5 * noisy[:, ::-1] + 60], -1)
-    by_channel = image_utils.denoise_array(model, rgb, colour='channels')
+    by_channel = denoise_array(model, rgb, PredictOptions(colour='channels'))
     assert by_channel.shape == rgb.shape
     for c in range(3):
         np.testing.assert_allclose(by_channel[..., c], model.predict(rgb[..., c]), atol=1e-3)
-    opponent = image_utils.denoise_array(model, rgb, colour='opponent')
-    o = rgb @ image_utils.OPPONENT.T
+    opponent = denoise_array(model, rgb, PredictOptions(colour='opponent'))
+    o = rgb @ OPPONENT.T
     contrast = rgb.mean(-1).std()
     want = np.stack([model.predict(o[..., c], im_mean=o[..., c].mean(), im_std=contrast)
-                     for c in range(3)], -1) @ image_utils.OPPONENT
+                     for c in range(3)], -1) @ OPPONENT
     np.testing.assert_allclose(opponent, want, atol=1e-3)
     # a grey picture stored as RGB comes back grey, as the grey picture would
     grey = np.repeat(noisy[..., None], 3, -1)
-    out = image_utils.denoise_array(model, grey)
+    out = denoise_array(model, grey)
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
     np.testing.assert_allclose(out[..., 1], model.predict(noisy), atol=1e-4)
     with pytest.raises(ValueError, match='unknown colour mode'):
-        image_utils.denoise_array(model, rgb, colour='lab')
+        denoise_array(model, rgb, PredictOptions(colour='lab'))
 
 
 def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):
@@ -122,7 +125,7 @@ def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):
             settings['training']['relative_noise'] = bounds
         (base / name / 'settings.json').write_text(json.dumps(settings))
     clean, noisy, _ = scene((128, 128), sigma=3.0)  # relative noise ~ 3 / 50
-    rel = fit.relative_noise(noisy)
+    rel = relative_noise(noisy)
     assert 0.03 < rel < 0.12
     read = lambda name: json.loads((base / name / 'settings.json').read_text())
     message = fit.unfit_message('mid', read('mid'), noisy, 2, str(base), 'x.png')
@@ -144,20 +147,18 @@ def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):
                              'p') is None
     # the training range: percentiles 5 and 95 of the images' relative noise
     images = [scene((64, 64), sigma=s, seed=i)[1] for i, s in enumerate((2, 4, 8, 16, 32))]
-    values = [fit.relative_noise(x) for x in images]
+    values = [relative_noise(x) for x in images]
     np.testing.assert_allclose(fit.noise_range([x[..., None] for x in images]),
                                np.percentile(values, [5, 95]), atol=1e-4)
 
 
 def test_test_py_reports_refined_figures_beside_the_original_protocol(tmp_path, model):
     import csv
-    import subprocess
-    import sys
-    from utils.datasets import DATASETS
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'test.py'), '--dataset', 'demo', '--name', MODEL,
-         '--refine', '--csv', str(tmp_path / 'rows.csv')],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    from conftest import run_main
+    from utils.data.datasets import DATASETS
+    result = run_main(ROOT / 'test.py', '--dataset', 'demo', '--name', MODEL, '--refine',
+                      '--csv', tmp_path / 'rows.csv')
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     assert lines[-2].startswith('demo: mean PSNR') and 'refined' not in lines[-2]

@@ -10,8 +10,8 @@ import train
 import train_pro
 from conftest import ROOT
 from models import Noise2Same, Noise2SamePro
-from utils.checkpoint_utils import SettingConflict
-from utils.train_utils import TF1Adam
+from utils.core.settings import SettingConflict
+from utils.training.optimizer import TF1Adam
 
 TINY = ['--dataset', 'demo', '--filters', '4', '--batch-size', '4', '--patch-size', '16',
         '--save-steps', '10', '--log-steps', '1']
@@ -38,6 +38,7 @@ def without_run_record(settings):
     return {k: v for k, v in settings.items() if k != 'training'}
 
 
+@pytest.mark.slow
 def test_resume_with_the_shortest_command_keeps_every_setting_and_the_loss(tmp_path):
     data, models = str(tmp_path / 'data'), tmp_path / 'models'
     where = ['--data-dir', data, '--model-dir', str(models)]

@@ -12,19 +12,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAIN, run_main as run
 from models import Noise2Same
-from utils.checkpoint_utils import CheckpointError, latest_checkpoint, read_checkpoint
-
-TINY_TRAIN = ['--dataset', 'demo', '--filters', '4', '--batch-size', '2', '--patch-size', '16',
-              '--log-steps', '1']
-
-
-def run(*args, timeout=300):
-    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'N2S_DEBUG': '0'}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, env=env, timeout=timeout)
-
+from utils.core.errors import CheckpointError
+from utils.model_io.checkpoints import latest_checkpoint, read_checkpoint
 
 def snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
@@ -37,16 +28,6 @@ def assert_one_line_error(result, *fragments, status=2):
     assert len(errors) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
-
-
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    """A model directory 'tiny' (width 4, step 2) trained by train.py on the demo set."""
-    base = tmp_path_factory.mktemp('models')
-    result = run(ROOT / 'train.py', *TINY_TRAIN, '--steps', '2', '--model-dir', base,
-                 '--name', 'tiny')
-    assert result.returncode == 0, result.stderr[-3000:]
-    return base
 
 
 @pytest.fixture
@@ -112,11 +93,21 @@ def test_nan_in_an_image_says_how_many(tiny, tmp_path):
 
 
 def test_constant_image_is_denoised_without_dividing_by_zero(tiny, tmp_path):
+    """The float output, before any cast (uint8 would turn NaN into 0), is finite and about
+    the constant, with and without refinement; the script's PNG is the constant too."""
+    from utils.core.image_io import read_image
+    from utils.prediction.photo import denoise
+    from utils.prediction.predictor import PredictOptions
     src = write_png(tmp_path / 'flat.png', np.full((32, 32), 77, np.uint8))
+    model = Noise2Same(str(tiny), 'tiny')
+    for refine in (True, False):  # test_single.py's path: read, denoise, then cast
+        _, denoised = denoise(model, read_image(str(src)), PredictOptions(refine=refine))
+        assert denoised.shape == (32, 32) and np.all(np.isfinite(denoised)), refine
+        assert np.max(np.abs(denoised - 77.0)) < 1.0, (refine, denoised.min(), denoised.max())
     result = run(ROOT / 'test_single.py', src, '--model-dir', tiny, '--name', 'tiny')
     assert result.returncode == 0, result.stderr[-2000:]
     out = np.array(Image.open(tmp_path / 'flat_denoised.png'))
-    assert out.shape == (32, 32)
+    assert out.shape == (32, 32) and np.all(out == 77), np.unique(out)
 
 
 def test_image_smaller_than_eight_pixels(tiny, tmp_path):
@@ -215,6 +206,7 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_training_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
@@ -240,6 +232,7 @@ def test_interrupted_training_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig
     assert path.endswith(f'ckpt-{step}') and 0 < step < 100000
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_save_steps_and_the_rerun_ends_identically(tmp_path):
     args = [*TINY_TRAIN, '--steps', '12', '--save-steps', '3']
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
@@ -282,19 +275,19 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_usable(tmp_path, monk
 
 def test_an_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
     from PIL import Image as PILImage
-    from utils import image_utils
+    from utils.core import image_io
 
     def cut_off(path):  # a writer interrupted half-way through its file
         Path(path).write_bytes(b'partial')
         raise KeyboardInterrupt
 
     monkeypatch.setattr(PILImage.Image, 'save', lambda self, fp, **params: cut_off(fp))  # JPEG
-    monkeypatch.setattr(image_utils, '_write_png', lambda path, pixels: cut_off(path))  # PNG
+    monkeypatch.setattr(image_io, '_write_png', lambda path, pixels: cut_off(path))  # PNG
     for name in ('out.png', 'out.jpg'):
         with pytest.raises(KeyboardInterrupt):
-            image_utils.write_image_atomic(str(tmp_path / name), np.zeros((8, 8), np.uint8))
+            image_io.write_image_atomic(str(tmp_path / name), np.zeros((8, 8), np.uint8))
         assert list(tmp_path.iterdir()) == []
-    from utils.cli import write_csv_atomic
+    from utils.core.files import write_csv_atomic
     monkeypatch.setattr('csv.DictWriter.writerows', lambda self, rows: (_ for _ in ()).throw(
         KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, run_main as run
 
 SCRIPTS = ['train.py', 'train_pro.py', 'test.py', 'test_pro.py', 'test_single.py', 'report.py', 'demo.py',
            'download.py', 'export.py']
 
 
-def run(*args, cwd=ROOT):
+def run_process(*args, cwd=ROOT):
+    """The script in a fresh Python process (for what only a new process shows)."""
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'N2S_DEBUG': '0'}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, env=env, timeout=300)
@@ -27,7 +28,7 @@ def error_lines(result):
 
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_every_script_has_help(script):
-    result = run(ROOT / script, '--help')
+    result = run_process(ROOT / script, '--help')
     assert result.returncode == 0 and 'usage:' in result.stdout
 
 
@@ -51,7 +52,7 @@ def test_testing_without_a_model_says_how_to_train_one(tmp_path):
 
 def test_noise_sigma_sets_lmbd_from_the_training_images(tmp_path):
     import json
-    from utils.datasets import DATASETS
+    from utils.data.datasets import DATASETS
     data, models = tmp_path / 'data', tmp_path / 'models'
     stds = np.std(DATASETS['demo'].raw_training_images(str(data)), axis=(1, 2))
     result = run(ROOT / 'train.py', '--dataset', 'demo', '--data-dir', data, '--model-dir', models,
@@ -64,20 +65,9 @@ def test_noise_sigma_sets_lmbd_from_the_training_images(tmp_path):
     both = run(ROOT / 'train.py', '--lmbd', 1, '--noise-sigma', 25, '--model-dir', models)
     assert both.returncode == 2 and 'not allowed with argument' in both.stderr
 
-@pytest.fixture(scope='module')
-def tiny_model(tmp_path_factory):
-    """A width-4 model trained for 2 steps on random data through the library."""
-    from models import Noise2Same
-    base = tmp_path_factory.mktemp('models')
-    images = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32)
-    Noise2Same(str(base), 'tiny', net_config={'first_output_filters': 4}).train(
-        images, [16, 16], batch_size=2, steps=2, verbose=False, seed=0)
-    return base
-
-
 @pytest.mark.parametrize('mode,dtype', [('L', np.uint8), ('RGB', np.uint8), ('RGBA', np.uint8),
                                         ('P', np.uint8), ('I;16', np.uint16)])
-def test_single_image_outputs_keep_dtype_and_never_touch_the_input(tmp_path, tiny_model,
+def test_single_image_outputs_keep_dtype_and_never_touch_the_input(tmp_path, tiny,
                                                                    mode, dtype):
     rng = np.random.default_rng(1)
     if mode == 'I;16':
@@ -90,7 +80,7 @@ def test_single_image_outputs_keep_dtype_and_never_touch_the_input(tmp_path, tin
     src = tmp_path / 'in.png'
     image.save(src)
     before = src.read_bytes()
-    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny')
+    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny, '--name', 'tiny')
     assert result.returncode == 0, result.stderr[-2000:]
     assert src.read_bytes() == before
     out = np.array(Image.open(tmp_path / 'in_denoised.png'))
@@ -102,33 +92,33 @@ def test_single_image_outputs_keep_dtype_and_never_touch_the_input(tmp_path, tin
     assert (tmp_path / 'in_figure.png').stat().st_size > 0
 
 
-def test_single_image_clips_instead_of_wrapping(tmp_path, tiny_model):
+def test_single_image_clips_instead_of_wrapping(tmp_path, tiny):
     # Bright and dark halves: a model's overshoot must saturate at 0 and 255, not wrap.
     pixels = np.zeros((32, 32), np.uint8)
     pixels[:, 16:] = 255
     src = tmp_path / 'edge.png'
     Image.fromarray(pixels).save(src)
     from models import Noise2Same
-    raw = Noise2Same(str(tiny_model), 'tiny').predict(pixels.astype(np.float32))
-    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny',
+    raw = Noise2Same(str(tiny), 'tiny').predict(pixels.astype(np.float32))
+    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny, '--name', 'tiny',
                  '--no-refine')
     assert result.returncode == 0, result.stderr[-2000:]
     out = np.array(Image.open(tmp_path / 'edge_denoised.png'))
     np.testing.assert_array_equal(out, np.clip(np.round(raw), 0, 255).astype(np.uint8))
 
 
-def test_single_image_refuses_to_overwrite_its_input(tmp_path, tiny_model):
+def test_single_image_refuses_to_overwrite_its_input(tmp_path, tiny):
     src = tmp_path / 'a.png'
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(src)
     before = src.read_bytes()
-    result = run(ROOT / 'test_single.py', src, '--output', src, '--model-dir', tiny_model,
+    result = run(ROOT / 'test_single.py', src, '--output', src, '--model-dir', tiny,
                  '--name', 'tiny')
     assert result.returncode == 2 and 'is the input image' in error_lines(result)[0]
     assert src.read_bytes() == before
 
 
 def test_demo_set_is_built_offline_and_deterministically(tmp_path):
-    from utils.datasets import build_demo
+    from utils.data.datasets import build_demo
     build_demo(str(tmp_path / 'a'))
     build_demo(str(tmp_path / 'b'))
     for rel in ['train/DCNN400_train_gaussian25.npy', 'val/DCNN400_validation_gaussian25.npy']:
@@ -141,18 +131,18 @@ def test_demo_set_is_built_offline_and_deterministically(tmp_path):
     assert residual.std() == pytest.approx(25, rel=0.02)  # unclipped Gaussian sigma 25
 
 
-def test_single_large_image_is_tiled_and_matches_whole_image_prediction(tmp_path, tiny_model):
+def test_single_large_image_is_tiled_and_matches_whole_image_prediction(tmp_path, tiny):
     from models import Noise2Same
     pixels = np.random.default_rng(5).integers(0, 255, (1030, 1030)).astype(np.uint8)  # > 1 MP
     src = tmp_path / 'large.png'
     Image.fromarray(pixels).save(src)
-    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny_model, '--name', 'tiny',
+    result = run(ROOT / 'test_single.py', src, '--model-dir', tiny, '--name', 'tiny',
                  '--tile-size', '512', '--margin', '32', '--no-refine')
     assert result.returncode == 0, result.stderr[-2000:]
     out = np.array(Image.open(tmp_path / 'large_denoised.png'))
     assert out.shape == pixels.shape
     # tiles on the network's grid of the whole padded image: the whole-image prediction
-    whole = Noise2Same(str(tiny_model), 'tiny').predict(pixels.astype(np.float64))
+    whole = Noise2Same(str(tiny), 'tiny').predict(pixels.astype(np.float64))
     expected = np.clip(np.round(whole), 0, 255).astype(np.uint8)
     assert np.mean(out == expected) > 0.99  # rounding of float ties aside
 
@@ -160,7 +150,7 @@ def test_single_large_image_is_tiled_and_matches_whole_image_prediction(tmp_path
 def test_single_with_defaults_uses_the_shipped_model_and_denoises(tmp_path):
     """`python test_single.py photo.png` right after install: the shipped demo32-N2S model."""
     from skimage import data
-    from utils.evaluation_utils import PSNR
+    from utils.evaluation.metrics import PSNR
     clean = data.camera()[256:384, 128:320].astype(np.float64)
     noisy = np.clip(np.round(clean + np.random.default_rng(7).normal(0, 25, clean.shape)), 0, 255)
     src = tmp_path / 'photo.png'
@@ -173,11 +163,11 @@ def test_single_with_defaults_uses_the_shipped_model_and_denoises(tmp_path):
 
 
 def test_single_refines_by_default_and_keeps_a_colour_photo_in_colour(tmp_path):
-    """The default: the shipped model's output refined (utils/refine.py), in colour; at low
+    """The default: the shipped model's output refined (utils/prediction/refine.py), in colour; at low
     noise the result beats the noisy input, which the bare network does not."""
     from skimage import data
-    from utils.evaluation_utils import PSNR
-    from utils.refine import refine
+    from utils.evaluation.metrics import PSNR
+    from utils.prediction.refine import refine
     clean = data.astronaut()[100:228, 150:310].astype(np.float64)
     noisy = np.clip(np.round(clean + np.random.default_rng(8).normal(0, 5, clean.shape)), 0, 255)
     src = tmp_path / 'colour.png'
@@ -188,7 +178,7 @@ def test_single_refines_by_default_and_keeps_a_colour_photo_in_colour(tmp_path):
     assert refined.shape == clean.shape  # colour in, colour out
     assert np.abs(refined[..., 0] - refined[..., 2]).mean() > 5  # not grey
     from models import load_model
-    from utils.cli import DEFAULT_MODEL
+    from n2s_app.cli import DEFAULT_MODEL
     model = load_model(str(ROOT / 'trained_models'), DEFAULT_MODEL)
     plain = [model.predict(noisy[..., c]) for c in range(3)]
     bare = np.clip(np.round(np.stack(plain, -1)), 0, 255)  # what --no-refine writes

@@ -27,7 +27,7 @@ def test_keras_is_bounded_and_the_benchmark_packages_are_an_extra():
 
 
 def test_a_missing_extra_is_one_line_saying_how_to_install_it():
-    from utils.cli import import_extra
+    from utils.core.environment import import_extra
     with pytest.raises(OSError, match=r"pip install -r requirements-extra.txt"):
         import_extra('surely_not_installed_package', 'the BM3D baseline')
 
@@ -58,8 +58,9 @@ def test_a_second_make_demo_says_the_models_exist_and_succeeds(tmp_path):
 def dotted_references():
     """(file, `module.attribute`) for every backticked dotted name in a docstring of the
     repository's modules whose first part is one of them."""
-    modules = {p.stem for p in ROOT.glob('*.py')} | {'utils', 'benchmarks'}
-    for path in list(ROOT.glob('*.py')) + list((ROOT / 'utils').glob('*.py')):
+    modules = {p.stem for p in ROOT.glob('*.py')} | {'utils', 'benchmarks', 'n2s_app'}
+    packages = [ROOT / 'utils', ROOT / 'n2s_app']
+    for path in list(ROOT.glob('*.py')) + [p for d in packages for p in d.rglob('*.py')]:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):

@@ -9,7 +9,7 @@ from conftest import REFERENCE, REFERENCE_DIRS, require_reference
 from models import Noise2Same, Noise2SamePro
 from network import DenoisingNetwork
 from network_configure import merged_net_config
-from utils.checkpoint_utils import CheckpointError
+from utils.core.errors import CheckpointError
 
 
 def load(ref_dir):

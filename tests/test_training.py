@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from models import Noise2Same, Noise2SamePro
-from utils.checkpoint_utils import CheckpointError
-from utils.train_utils import mask_box_size, training_dataset
+from utils.core.errors import CheckpointError
+from utils.data.pipeline import mask_box_size, training_dataset
 
 TINY = {'first_output_filters': 4}
 FIT = dict(batch_size=4, save_steps=2, log_steps=1, verbose=False, seed=3)
@@ -130,15 +130,30 @@ def test_wrong_image_rank_is_a_clear_error(tmp_path, noisy_images):
 
 
 def test_per_image_n2sp_trains_and_keeps_its_setting(tmp_path, noisy_images):
-    """Phase two with per_image trains (finite losses), saves per_image and no single floor,
-    and a resume without the argument keeps it."""
+    """Phase two with per_image trains (every trainable weight changes, all finite; finite
+    losses), saves per_image and no single floor, and a resume without the argument keeps
+    it."""
     from models import Noise2Same, Noise2SamePro
-    from utils.checkpoint_utils import read_settings
+    from utils.core.settings import read_settings
     tiny = {'first_output_filters': 4}
-    Noise2Same(str(tmp_path), 'm', net_config=tiny).train(
-        noisy_images, [16, 16], batch_size=4, steps=2, verbose=False, seed=3)
-    Noise2SamePro(str(tmp_path), 'm', per_image=True).train(
-        noisy_images, [16, 16], batch_size=4, steps=4, verbose=False)
+    first = Noise2Same(str(tmp_path), 'm', net_config=tiny)
+    first.train(noisy_images, [16, 16], batch_size=4, steps=2, verbose=False, seed=3)
+    before = [w.numpy() for w in first.model.trainable_weights]
+    pro = Noise2SamePro(str(tmp_path), 'm', per_image=True)
+    assert pro.train(noisy_images, [16, 16], batch_size=4, steps=4, verbose=False) == 2
+    after = [w.numpy() for w in pro.model.trainable_weights]  # resumed from `before`
+    assert int(pro.global_step.numpy()) == 4 and len(after) == len(before)
+    assert all(np.isfinite(a).all() for a in after)
+    changed = [not np.allclose(a, b, rtol=0, atol=1e-7) for a, b in zip(after, before)]
+    assert all(changed), f'{changed.count(False)} of {len(changed)} weights unchanged'
+    # the resumed Adam's momentum alone moves weights: one step with a fresh optimizer from
+    # the same weights changes them only through the per-image loss's gradients
+    fresh = Noise2SamePro(str(tmp_path), 'fresh', net_config=tiny, per_image=True)
+    assert fresh.train(noisy_images, [16, 16], batch_size=4, steps=1, verbose=False,
+                       init_from=str(tmp_path / 'm')) == 1
+    moved = [not np.allclose(a, w.numpy(), rtol=0, atol=1e-7)
+             for a, w in zip(after, fresh.model.trainable_weights)]
+    assert all(moved), f'{moved.count(False)} of {len(moved)} weights without a gradient'
     saved = read_settings(str(tmp_path / 'm'))
     assert saved['per_image'] is True and saved['sigma_floor'] is None
     again = Noise2SamePro(str(tmp_path), 'm')

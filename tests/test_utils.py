@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from utils.evaluation_utils import PSNR, SSIM, get_scores, norm_minmse
-from utils.predict_utils import PadAndCropResizer, PercentileNormalizer, get_coord
+from utils.evaluation.metrics import get_scores, norm_minmse, PSNR, SSIM
+from utils.prediction.tiling import get_coord, PadAndCropResizer
+from utils.core.normalisation import PercentileNormaliser
 
 
 @pytest.mark.parametrize('shape,exclude', [((45, 37), None), ((13, 30, 27), None),
@@ -61,7 +62,7 @@ def test_care_scores_fit_the_prediction_affinely():
 
 def test_percentile_normalizer_round_trips():
     img = np.random.default_rng(2).uniform(0, 100, (16, 16, 2)).astype(np.float32)
-    norm = PercentileNormalizer(2, 99.8)
+    norm = PercentileNormaliser(2, 99.8)
     y = norm.before(img, 'YXC')
     assert np.percentile(y[..., 0], 2) == pytest.approx(0, abs=1e-5)
     np.testing.assert_allclose(norm.after(y), img, rtol=1e-5)
@@ -70,7 +71,7 @@ def test_percentile_normalizer_round_trips():
 def test_atomic_folder_appears_whole_with_mkdirs_mode_or_not_at_all(tmp_path):
     import os
 
-    from utils.files import atomic_folder
+    from utils.core.files import atomic_folder
     with atomic_folder(str(tmp_path / 'new')) as tmp:
         (tmp_path / os.path.basename(tmp) / 'a.txt').write_text('x')
         assert not (tmp_path / 'new').exists()

@@ -1,7 +1,9 @@
 """The web demo as its users meet it: the real server (demo.py) on a free localhost port, driven
 over HTTP with Gradio's client, and in a headless Chromium."""
 import functools
+import importlib
 import os
+import re
 import shutil
 import threading
 
@@ -10,10 +12,36 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from utils.cli import DEFAULT_MODEL, DEFAULT_REFINE
+from n2s_app.cli import DEFAULT_MODEL, DEFAULT_REFINE
 
-gradio_client = pytest.importorskip('gradio_client', reason='web extras not installed '
-                                    '(pip install -r requirements-web.txt)')
+# CI (.ci/run) sets one of these: there a missing web extra fails the tests, not skips them
+REQUIRED = '1' in (os.environ.get('N2S_REQUIRE_EXTRAS'), os.environ.get('N2S_REQUIRE_BROWSER'))
+
+
+def import_or_skip(module: str, install: str):
+    """pytest.importorskip, but with REQUIRED a missing module fails instead."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        message = f'{module} cannot be imported ({error}): {install}'
+        if not REQUIRED:
+            pytest.skip(message, allow_module_level=True)
+        pytest.fail(f'{message}; N2S_REQUIRE_EXTRAS or N2S_REQUIRE_BROWSER is 1', pytrace=False)
+
+
+MISSING = None  # with REQUIRED, why gradio_client is missing: each test fails on it (below),
+try:            # the rest of the suite runs on
+    gradio_client = import_or_skip('gradio_client', 'pip install -r requirements-web.txt')
+except pytest.fail.Exception as failure:
+    gradio_client, MISSING = None, str(failure)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _web_extras():
+    if MISSING:
+        pytest.fail(MISSING, pytrace=False)
+
+
 MODEL = 'demo32-N2S'
 
 
@@ -110,17 +138,33 @@ def test_added_noise_is_scored_against_the_clean_upload(server, tmp_path):
     url, _ = server
     clean = np.tile(np.linspace(40, 200, 96), (80, 1)).astype(np.uint8)
     Image.fromarray(clean).save(tmp_path / 'clean.png')
-    _, _, report = denoise(url, tmp_path / 'clean.png', sigma=25)
+    _, path, report = denoise(url, tmp_path / 'clean.png', sigma=25)
     assert 'sigma 25 added' in report and report.count(' dB / ') == 2
+    noisy_db, denoised_db = map(float, re.findall(r'(\d+\.\d\d) dB / ', report))
+
+    def psnr(a, b):  # numpy, on the 0..255 scale
+        return 10 * np.log10(255.0 ** 2 / np.mean((np.float64(a) - np.float64(b)) ** 2))
+    # the noise the service adds (seed 0): the noisy image, rebuilt here
+    noisy = clean + np.random.default_rng(0).normal(0, 25, clean.shape)
+    assert abs(noisy_db - psnr(clean, noisy)) <= 0.006, (noisy_db, psnr(clean, noisy))
+    assert abs(noisy_db - 20 * np.log10(255 / 25)) < 0.3  # sigma 25's PSNR, whatever the seed
+    # the denoised number is of the result against the clean upload (the file is the float
+    # result rounded to 8 bits: ~0.01 dB lower at 34 dB), not against the noisy image
+    result = np.asarray(Image.open(path))
+    assert result.shape == clean.shape
+    assert abs(denoised_db - psnr(clean, result)) <= 0.05, (denoised_db, psnr(clean, result))
+    assert abs(denoised_db - psnr(noisy, result)) > 1, (denoised_db, psnr(noisy, result))
+    assert denoised_db > noisy_db + 5
 
 
+@pytest.mark.slow
 def test_under_load_it_answers_correctly_and_its_folders_stay_bounded(tmp_path):
     """50 sequential and 4 concurrent uploads to a server of its own: every answer right,
     within a time bound, the server answers after, and the demo's files stay bounded."""
     import time
     import urllib.request
     from benchmarks.web import running_demo
-    from utils.web_demo import KEEP_FILES
+    from n2s_app.web_demo import KEEP_FILES
     models, cache = tmp_path / 'models', tmp_path / 'gradio-cache'
     models.mkdir()
     os.symlink(ROOT / 'trained_models' / MODEL, models / MODEL)
@@ -162,16 +206,19 @@ def test_under_load_it_answers_correctly_and_its_folders_stay_bounded(tmp_path):
         assert files <= KEEP_FILES + examples + 8, files
 
 
-def test_the_page_in_a_browser(server):
+def test_the_page_in_a_browser(server, tmp_path):
     """Headless Chromium uploads an example, waits for the result with the default model and
-    settings, lets the page settle and takes a screenshot (results/web_demo.png, in the
-    README)."""
+    settings, lets the page settle and takes a screenshot: into the test's temporary folder,
+    or with N2S_UPDATE_SCREENSHOT=1 into results/web_demo.png (the README's picture, a
+    tracked file that the tests otherwise leave alone)."""
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     if chromium is None:
         if os.environ.get('N2S_REQUIRE_BROWSER') == '1':
             pytest.fail('no chromium: apt-get install chromium')
         pytest.skip('no chromium (apt-get install chromium)')
-    playwright = pytest.importorskip('playwright.sync_api')
+    playwright = import_or_skip('playwright.sync_api', 'pip install -r requirements-test.txt')
+    screenshot = ROOT / 'results' / 'web_demo.png' \
+        if os.environ.get('N2S_UPDATE_SCREENSHOT') == '1' else tmp_path / 'web_demo.png'
     url, base = server
     example = base / 'data' / 'web_examples' / 'noisy_camera.png'
     with playwright.sync_playwright() as p:
@@ -183,8 +230,9 @@ def test_the_page_in_a_browser(server):
         page.locator('#report').get_by_text(DEFAULT_MODEL).wait_for(timeout=60000)
         page.wait_for_load_state('networkidle')
         page.wait_for_timeout(2000)  # transitions end: no washed-out half-faded images
-        os.makedirs(ROOT / 'results', exist_ok=True)
-        page.screenshot(path=str(ROOT / 'results' / 'web_demo.png'), full_page=True)
+        os.makedirs(screenshot.parent, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert Image.open(screenshot).size[0] == 1280
         assert page.locator('#compare img').count() >= 1
         assert 'noisy_camera_denoised' in page.locator('#download').inner_text(), \
             page.locator('#download').inner_text()
@@ -192,7 +240,7 @@ def test_the_page_in_a_browser(server):
 
 
 def test_adapting_in_the_demo_reports_progress_and_leaves_the_model_as_loaded(tmp_path):
-    from utils.web_demo import DenoiseService
+    from n2s_app.web_demo import DenoiseService
     rng = np.random.default_rng(8)
     image = np.clip(rng.normal(120, 40, (64, 80)), 0, 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / 'in.png')

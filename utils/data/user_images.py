@@ -13,8 +13,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets import Dataset, TestImage, relative_noise
-from .image_utils import TIFF_SUFFIXES, find_images, read_image
+from utils.data.datasets import BSD_TRAINING, PLANARIA_PATCHES, Dataset, TestImage
+from utils.core.noise import relative_noise
+from utils.core.image_io import find_images, read_image, TIFF_SUFFIXES
+from utils.core.normalisation import normalise
 
 VALIDATION_CROP = 256  # largest validation crop per axis (the loss of whole crops, each save)
 MEMORY_FACTOR = 3  # float32 copies held while training: raw, normalised, the pipeline's constant
@@ -73,13 +75,6 @@ def file_digest(paths: Sequence[str]) -> str:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def normalise(image: np.ndarray, per_channel: bool) -> np.ndarray:
-    """(x - mean) / std over the image, or over each channel (per_channel); constant -> 0."""
-    axes = tuple(range(image.ndim - 1)) if per_channel else None
-    mean, std = image.mean(axes), image.std(axes)
-    return ((image - mean) / np.maximum(std, 1e-12)).astype(np.float32)
 
 
 def central_crop(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -216,9 +211,7 @@ class ImageFiles(Dataset):
 def training_defaults(dim: int) -> Dict:
     """The published defaults of a data set of files: BSD68's in 2D, Planaria's patch and
     batch in 3D (REFERENCE.md section 7)."""
-    defaults = {'batch_size': 64, 'patch_size': [64, 64], 'steps': 3000, 'pro_steps': 500,
-                'pro_total': 8000, 'masking': 'gaussian', 'lmbd': 2.0}
-    return defaults if dim == 2 else {**defaults, 'batch_size': 4, 'patch_size': [16, 64, 64]}
+    return dict(BSD_TRAINING) if dim == 2 else {**BSD_TRAINING, **PLANARIA_PATCHES}
 
 
 def from_files(paths: Sequence[str], val_paths: Sequence[str] = (), val_fraction: float = 0.1,

@@ -4,7 +4,6 @@ Every variable of a model is known by its ORIGINAL TF1 name ('main_unet/first_co
 '<weight>/Adam', 'beta1_power', 'global_step', ...). A TF1 checkpoint is read by those names; a
 TF2 checkpoint (tf.train.Checkpoint) stores the same dict, so both load through one mapping.
 """
-import json
 import os
 import re
 import sys
@@ -12,41 +11,11 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from utils.core.errors import CheckpointError
+from utils.core.settings import read_settings
 
-from .files import atomic_write
-
-SETTINGS_FILE = 'settings.json'
 TF1_MARKER = 'main_unet/first_convolution/kernel'
 TF1_STATE_BACKUP = 'checkpoint.tf1'
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or does not fit the model."""
-
-
-class SettingConflict(CheckpointError):
-    """A setting given for an existing model differs from the one it was trained with."""
-
-    def __init__(self, key: str, given, saved, model_dir: str, where: Optional[str] = None):
-        self.key, self.given, self.saved = key, given, saved
-        where = where or f"saved in {os.path.join(model_dir, SETTINGS_FILE)}"
-        super().__init__(
-            f"{key} {given!r} differs from the {key} {saved!r} {where}: leave it out to "
-            f"continue that model, or "
-            f"train a new one under another name (initialised from it with --init-from / "
-            f"init_from)")
-
-
-def to_builtin(value):
-    """`value` with numpy scalars and arrays (also inside dicts, lists, tuples) turned into
-    Python numbers and lists, as JSON needs them."""
-    if isinstance(value, dict):
-        return {k: to_builtin(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_builtin(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    return value
 
 
 def tf1_variable_names(network) -> Iterator[Tuple[str, object]]:
@@ -166,25 +135,6 @@ def infer_settings(variables: Dict[str, np.ndarray]) -> dict:
     return {'dim': dim, 'in_channels': int(first.shape[-2]), 'net_config': net_config}
 
 
-def read_settings(model_dir: str) -> Optional[dict]:
-    """The settings JSON of a model directory, or None when there is none."""
-    path = os.path.join(model_dir, SETTINGS_FILE)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}; delete it to infer the settings "
-                              f"from the checkpoint")
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """Write `data` as JSON to `path` through a temporary file and a rename."""
-    with atomic_write(path) as tmp, open(tmp, 'w') as f:
-        json.dump(to_builtin(data), f, indent=2, sort_keys=True)
-
-
 def backup_tf1_state(model_dir: str) -> None:
     """Move an original 'checkpoint' index file aside (to 'checkpoint.tf1') before TF2 writes its
     own, so tf.train.CheckpointManager neither overwrites nor deletes the original files."""
@@ -192,3 +142,15 @@ def backup_tf1_state(model_dir: str) -> None:
     path = tf.train.latest_checkpoint(model_dir)
     if path is not None and is_tf1_checkpoint(path):
         os.replace(state, os.path.join(model_dir, TF1_STATE_BACKUP))
+
+
+def saved_settings(model_dir: str) -> dict:
+    """The settings of a model directory: its settings.json, else those inferred from an
+    original TF1 checkpoint, else {} (a new model)."""
+    settings = read_settings(model_dir)
+    if settings is not None:
+        return settings
+    path = latest_checkpoint(model_dir)
+    if path is not None and is_tf1_checkpoint(path):
+        return infer_settings(read_checkpoint(path))
+    return {}

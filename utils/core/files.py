@@ -1,10 +1,14 @@
 """Writing files and folders atomically: through a temporary one in the target's folder and a
 rename, so a reader never sees a partial one and an interrupted write leaves the old (or none)."""
+import csv
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Dict, Iterator, List
+
+import numpy as np
 
 
 def check_writable(path: str) -> None:
@@ -66,3 +70,35 @@ def atomic_folder(path: str) -> Iterator[str]:
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def to_builtin(value):
+    """`value` with numpy scalars and arrays (also inside dicts, lists, tuples) turned into
+    Python numbers and lists, as JSON needs them."""
+    if isinstance(value, dict):
+        return {k: to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_builtin(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Write `data` as JSON to `path` through a temporary file and a rename."""
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
+        json.dump(to_builtin(data), f, indent=2, sort_keys=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a text file through a temporary file and a rename."""
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
+        f.write(text)
+
+
+def write_csv_atomic(path: str, rows: List[Dict]) -> None:
+    """Write rows (dicts with the same keys) as CSV through a temporary file and a rename."""
+    with atomic_write(path) as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

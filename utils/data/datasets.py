@@ -18,56 +18,12 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .evaluation_utils import PSNR, SSIM, get_scores
-from .predict_utils import PercentileNormalizer
+from utils.evaluation.metrics import get_scores, PSNR, SSIM
+from utils.core.normalisation import PercentileNormaliser
+from utils.core.errors import MissingDataError
+from utils.core.normalisation import normalise_each
 
 DRIVE_FOLDER = 'https://drive.google.com/drive/folders/1VYMo1OoaGxoOLNx6-qIt2Wg03lsZw_kA'
-
-
-class MissingDataError(FileNotFoundError):
-    """A data file is missing; the message says how to get it."""
-
-
-def normalise_each(images, what: str = 'training image') -> np.ndarray:
-    """Each image minus its own mean, divided by its own std (as the original scripts do);
-    a constant image becomes zeros. NaN or Inf values are an error that says how many."""
-    for i, x in enumerate(images):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        if bad:
-            raise ValueError(f"{what} {i} holds {bad} NaN or Inf values; clean the data")
-    return np.array([(x - x.mean()) / max(float(x.std()), 1e-12) for x in images], np.float32)
-
-
-def lmbd_for_noise(images, sigma: float) -> float:
-    """Noise2Same's lmbd = 2 x sigma, with sigma measured after `normalise_each`.
-
-    images: the raw noisy training images (any shapes), sigma: the std of their additive noise
-    in the same units (25 for BSD68 on 0..255). Dividing image i by its std s_i turns the noise
-    std into sigma / s_i; the loss averages squared errors over all pixels, so the images
-    share one root-mean-square noise level: lmbd = 2 * sqrt(mean_i (sigma / s_i)^2).
-    """
-    if not sigma > 0:
-        raise ValueError(f"noise sigma must be positive, got {sigma}")
-    stds = np.array([float(np.std(x)) for x in images])
-    if stds.size == 0 or not np.all(stds > sigma):
-        raise ValueError(f"noise sigma {sigma} is not below every training image's std (smallest "
-                         f"{stds.min() if stds.size else 'none'}): give sigma in the images' units")
-    return float(2 * np.sqrt(np.mean((sigma / stds) ** 2)))
-
-
-def relative_noise(image, dim: int = 2) -> float:
-    """Blind noise std of one image over its own std (scikit-image's wavelet `estimate_sigma`,
-    averaged over channels): unit-free. image: `dim`-D (spatial...) or (spatial..., C)."""
-    from skimage.restoration import estimate_sigma
-    x = np.asarray(image, np.float64)
-    sigma = estimate_sigma(x, average_sigmas=True, channel_axis=-1 if x.ndim == dim + 1 else None)
-    return float(sigma) / max(float(np.std(x)), 1e-12)
-
-
-def lmbd_estimated(images, dim: int = 2) -> float:
-    """lmbd = 2 x the noise std after `normalise_each`, each image's estimated blindly
-    (`relative_noise`), so that images of different value ranges mix."""
-    return float(2 * np.sqrt(np.mean([relative_noise(x, dim) ** 2 for x in images])))
 
 
 @dataclass(frozen=True)
@@ -138,7 +94,7 @@ class Dataset:
               refine: bool = False) -> Dict[str, float]:
         """Denoise one test image (tta: with the 8-fold self-ensemble) and score it:
         {'psnr': ..., 'ssim': ...}; refine: also 'psnr_refined', 'ssim_refined' of the output
-        refined by `utils.refine` (not part of the original protocol)."""
+        refined by `utils.prediction.refine` (not part of the original protocol)."""
         raise NotImplementedError
 
     def evaluate(self, model, data_dir: str, progress=None, tta: bool = False,
@@ -152,10 +108,10 @@ class Dataset:
     def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool,
                 channel_axis: Optional[int] = None) -> List[Tuple[str, np.ndarray]]:
         """[(key suffix, prediction)]: ('', the network's output) and, with refine,
-        ('_refined', its `utils.refine` refinement against `noisy`, in the same units)."""
+        ('_refined', its `utils.prediction.refine` refinement against `noisy`, in the same units)."""
         if not refine:
             return [('', pred)]
-        from .refine import refine as wiener
+        from utils.prediction.refine import refine as wiener
         return [('', pred), ('_refined', wiener(noisy, pred, channel_axis=channel_axis))]
 
 
@@ -359,7 +315,7 @@ class Planaria(Dataset):
         return out
 
     def score(self, model, image, tta=False, refine=False):
-        x = PercentileNormalizer(2, 99.8).before(image.noisy, 'ZYX')
+        x = PercentileNormaliser(2, 99.8).before(image.noisy, 'ZYX')
         pred = model.crop_predict(x, 256, 32, im_mean=0, im_std=1, tta=tta)
         scores = {}
         for key, out in self.outputs(x, pred, refine):
@@ -368,16 +324,17 @@ class Planaria(Dataset):
         return scores
 
 
-_BSD_TRAINING = {'patch_size': [64, 64], 'batch_size': 64, 'steps': 3000, 'pro_steps': 500,
+PLANARIA_PATCHES = {'patch_size': [16, 64, 64], 'batch_size': 4}  # 3D: the CARE Planaria run's
+BSD_TRAINING = {'patch_size': [64, 64], 'batch_size': 64, 'steps': 3000, 'pro_steps': 500,
                  'pro_total': 8000, 'masking': 'gaussian', 'lmbd': 2.0}
 
 DATASETS: Dict[str, Dataset] = {d.name: d for d in [
-    BSD68('bsd68', '', training=_BSD_TRAINING,
+    BSD68('bsd68', '', training=BSD_TRAINING,
           description='BSD68, Gaussian sigma 25 (Noise2Void files)'),
-    BlindBSD68('bsd68-blind', 'BSD68-blind', training=_BSD_TRAINING,
+    BlindBSD68('bsd68-blind', 'BSD68-blind', training=BSD_TRAINING,
                description=f'BSD68 training images with sigma uniform in '
                            f'{BLIND_SIGMA[0]:g}..{BLIND_SIGMA[1]:g}, one per image; test sigma 25'),
-    Demo('demo', 'demo', training=_BSD_TRAINING,
+    Demo('demo', 'demo', training=BSD_TRAINING,
          description="scikit-image photographs, Gaussian sigma 25, built offline"),
     ImageNet('imagenet', 'ImageNet', in_channels=3, training={
         'patch_size': [64, 64], 'batch_size': 64, 'steps': 50000, 'pro_steps': 500,
@@ -388,8 +345,8 @@ DATASETS: Dict[str, Dataset] = {d.name: d for d in [
         'pro_total': 50000, 'masking': 'gaussian', 'lmbd': 2.0},
         description='HanZi characters, mixed noise'),
     Planaria('planaria', 'Denoising_Planaria', dim=3, training={
-        'patch_size': [16, 64, 64], 'batch_size': 4, 'steps': 50000, 'pro_steps': 500,
-        'pro_total': 50000, 'masking': 'gaussian', 'lmbd': 2.0},
+        **PLANARIA_PATCHES, 'steps': 50000, 'pro_steps': 500, 'pro_total': 50000,
+        'masking': 'gaussian', 'lmbd': 2.0},
         description='CARE Planaria 3D, conditions 1-3'),
 ]}
 

@@ -7,8 +7,8 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+from utils.core.normalisation import normalise_percentile
 
-from .predict_utils import normalize_mi_ma
 
 
 def PSNR(gt: np.ndarray, img: np.ndarray) -> float:
@@ -38,14 +38,6 @@ def score_denoiser(denoise: Callable[[np.ndarray], np.ndarray], images: Sequence
     return {'psnr': float(psnr), 'ssim': float(ssim), 'seconds': float(seconds)}
 
 
-def normalize(x: np.ndarray, pmin: float = 2, pmax: float = 99.8, axis=None, clip: bool = False,
-              eps: float = 1e-20, dtype=np.float32) -> np.ndarray:
-    """Percentile normalisation: the pmin and pmax percentiles go to 0 and 1."""
-    mi = np.percentile(x, pmin, axis=axis, keepdims=True)
-    ma = np.percentile(x, pmax, axis=axis, keepdims=True)
-    return normalize_mi_ma(x, mi, ma, clip=clip, eps=eps, dtype=dtype)
-
-
 def norm_minmse(gt: np.ndarray, x: np.ndarray, normalize_gt: bool = True
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Percentile-normalise gt (0.1, 99.9) and fit x to it affinely (least squares).
@@ -53,7 +45,7 @@ def norm_minmse(gt: np.ndarray, x: np.ndarray, normalize_gt: bool = True
     Returns (gt, x) both with zero mean, x scaled to minimise the MSE to gt.
     """
     if normalize_gt:
-        gt = normalize(gt, 0.1, 99.9, clip=False).astype(np.float32, copy=False)
+        gt = normalise_percentile(gt, 0.1, 99.9, clip=False).astype(np.float32, copy=False)
     x = x.astype(np.float32, copy=False) - np.mean(x)
     gt = gt.astype(np.float32, copy=False) - np.mean(gt)
     scale = np.cov(x.flatten(), gt.flatten())[0, 1] / np.var(x.flatten())

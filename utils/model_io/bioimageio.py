@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .files import atomic_write
+from utils.core.files import atomic_write
 
 NOISE2SAME = {'text': 'Xie, Y., Wang, Z. and Ji, S. Noise2Same: Optimizing A Self-Supervised '
                       'Bound for Image Denoising. NeurIPS 2020.',

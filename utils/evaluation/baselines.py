@@ -24,7 +24,7 @@ def bm3d(noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
     at scikit-image's estimate (blind)."""
     from skimage.restoration import estimate_sigma
 
-    from .cli import import_extra
+    from utils.core.environment import import_extra
     bm3d_package = import_extra('bm3d', 'the BM3D baseline')
     sigma = float(estimate_sigma(noisy)) if sigma is None else float(sigma)
     return np.asarray(bm3d_package.bm3d(noisy, sigma_psd=sigma), np.float32)
@@ -33,6 +33,6 @@ def bm3d(noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
 def bm3d_rgb(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """The `bm3d` package's colour BM3D (opponent colour space) of (H, W, 3) at the noise std
     `sigma` of each RGB value."""
-    from .cli import import_extra
+    from utils.core.environment import import_extra
     bm3d_package = import_extra('bm3d', 'the BM3D baseline')
     return np.asarray(bm3d_package.bm3d_rgb(noisy, sigma), np.float32)

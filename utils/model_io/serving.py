@@ -4,7 +4,7 @@ import os
 
 import tensorflow as tf
 
-from .files import atomic_folder
+from utils.core.files import atomic_folder
 
 
 class ServingModule(tf.Module):

@@ -7,125 +7,30 @@ needs the network as a function (B, spatial..., C) -> same shape and the spatial
 network takes (2**depth).
 """
 import itertools
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-Axes = Optional[Union[int, Sequence[int]]]
+from utils.prediction.tiling import PadAndCropResizer, get_coord
 
 
-def _axes_list(exclude: Axes, ndim: int) -> List[int]:
-    if exclude is None:
-        return []
-    axes = [exclude] if np.isscalar(exclude) else list(exclude)
-    return sorted(a % ndim for a in axes)
+@dataclass(frozen=True)
+class PredictOptions:
+    """How an image is denoised around the network.
 
-
-class PadAndCropResizer:
-    """Pads every axis but the excluded ones to a multiple of `div_n`, then crops back.
-
-    The padding of an axis is split evenly, the odd pixel going to the end; mode 'reflect' by
-    default (any np.pad mode works; 'reflect' falls back to 'symmetric' where an axis is too
-    short to reflect). `before` remembers the padding of the padded axes; `after` crops them
-    and leaves its own excluded axes (e.g. batch or channel axes) whole.
+    tta: average over the 8 flips and 90-degree rotations (8x the time); refine: put back the
+    signal in what the network removed (utils/prediction/refine.py; not in the original);
+    tile_size, margin: tiles of crop_predict (and of images above photo.TILE_ABOVE pixels),
+    overlapping by 2 * margin; batch_size: tiles per network call; colour: how a grey model
+    denoises a colour image ('opponent' or 'channels', utils/prediction/photo.py).
     """
-
-    def __init__(self, mode: str = 'reflect', **kwargs):
-        self.mode = mode
-        self.kwargs = kwargs
-        self.pad: List[Tuple[int, int]] = []
-
-    def before(self, x: np.ndarray, div_n: int, exclude: Axes = None) -> np.ndarray:
-        excluded = _axes_list(exclude, x.ndim)
-        pad = [(0, 0) if i in excluded else ((-s % div_n) // 2, -s % div_n - (-s % div_n) // 2)
-               for i, s in enumerate(x.shape)]
-        mode = self.mode
-        if mode == 'reflect' and any(max(p) > s - 1 for p, s in zip(pad, x.shape)):
-            mode = 'symmetric'
-        self.pad = [p for i, p in enumerate(pad) if i not in excluded]
-        return np.pad(x, pad, mode=mode, **self.kwargs)
-
-    def after(self, x: np.ndarray, exclude: Axes = None) -> np.ndarray:
-        crop = [slice(left, -right if right else None) for left, right in self.pad]
-        for axis in _axes_list(exclude, x.ndim):
-            crop.insert(axis, slice(None))
-        if len(crop) != x.ndim:
-            raise ValueError(f"cannot crop an array of shape {x.shape} with the padding of "
-                             f"{len(self.pad)} axes and exclude={exclude}")
-        return x[tuple(crop)]
-
-
-def tile_starts(length: int, size: int, margin: int) -> List[Tuple[int, int, int]]:
-    """Tiles of one axis: (start, left margin, right margin) for tiles of `size` overlapping by
-    2*margin; the last tile ends at the border. An axis shorter than `size` is one tile.
-
-    The last tile's left margin grows so that it keeps only pixels no earlier tile kept (the
-    original kept margin there and wrote some pixels twice).
-    """
-    if length <= size:
-        return [(0, 0, 0)]
-    step = size - 2 * margin
-    if step < 1:
-        raise ValueError(f"tile size {size} must exceed 2 * margin = {2 * margin}")
-    n = int(np.ceil((length - size) / step))
-    tiles = [(i * step, margin if i > 0 else 0, margin) for i in range(n)]
-    previous_end = (n - 1) * step + size - margin
-    tiles.append((length - size, previous_end - (length - size), 0))
-    return tiles
-
-
-def get_coord(shape: Sequence[int], size: int, margin: int) -> Iterator[Tuple[tuple, tuple, tuple]]:
-    """Tiles of the last two axes of an array of `shape` (earlier axes whole).
-
-    Yields (source slices, target slices, slices of the tile to keep): out[trg] = tile[mrg].
-    """
-    lead = (slice(None),) * (len(shape) - 2)
-    per_axis = []
-    for length in shape[-2:]:
-        tiles = []
-        for start, left, right in tile_starts(length, size, margin):
-            end = min(start + size, length)
-            tiles.append((slice(start, end), slice(start + left, end - right),
-                          slice(left, (end - start) - right)))
-        per_axis.append(tiles)
-    for (sy, ty, my) in per_axis[0]:
-        for (sx, tx, mx) in per_axis[1]:
-            yield lead + (sy, sx), lead + (ty, tx), lead + (my, mx)
-
-
-def normalize_mi_ma(x: np.ndarray, mi, ma, clip: bool = False, eps: float = 1e-20,
-                    dtype=np.float32) -> np.ndarray:
-    """(x - mi) / (ma - mi + eps), optionally clipped to [0, 1]."""
-    x = x.astype(dtype, copy=False)
-    x = (x - dtype(mi) if np.isscalar(mi) else x - np.asarray(mi, dtype)) / (
-        np.asarray(ma, dtype) - np.asarray(mi, dtype) + dtype(eps))
-    return np.clip(x, 0, 1) if clip else x
-
-
-class PercentileNormalizer:
-    """Maps the pmin and pmax percentiles of an image to 0 and 1 (per channel when the axes
-    string holds 'C'); `after` maps a prediction back."""
-
-    def __init__(self, pmin: float = 2, pmax: float = 99.8, do_after: bool = True,
-                 dtype=np.float32, **kwargs):
-        if not (np.isscalar(pmin) and np.isscalar(pmax) and 0 <= pmin < pmax <= 100):
-            raise ValueError(f"need 0 <= pmin < pmax <= 100, got {pmin}, {pmax}")
-        self.pmin, self.pmax, self.do_after, self.dtype = pmin, pmax, do_after, dtype
-        self.kwargs = kwargs
-
-    def before(self, img: np.ndarray, axes: str) -> np.ndarray:
-        if len(axes) != img.ndim:
-            raise ValueError(f"axes {axes!r} do not fit an image of shape {img.shape}")
-        channel = axes.upper().find('C')
-        reduce = None if channel < 0 else tuple(d for d in range(img.ndim) if d != channel)
-        self.mi = np.percentile(img, self.pmin, axis=reduce, keepdims=True).astype(self.dtype)
-        self.ma = np.percentile(img, self.pmax, axis=reduce, keepdims=True).astype(self.dtype)
-        return normalize_mi_ma(img, self.mi, self.ma, dtype=self.dtype, **self.kwargs)
-
-    def after(self, img: np.ndarray) -> np.ndarray:
-        if not self.do_after:
-            raise ValueError("this normalizer was made with do_after=False")
-        return ((self.ma - self.mi) * img + self.mi).astype(self.dtype, copy=False)
+    tta: bool = False
+    refine: bool = False
+    tile_size: int = 512
+    margin: int = 32
+    batch_size: int = 4
+    colour: str = 'opponent'
 
 
 # ---------------------------------------------------------------- test-time self-ensemble
@@ -175,11 +80,22 @@ class Predictor:
         self.in_channels, self.multiple = in_channels, multiple
         self.per_channel = per_channel
 
-    def predict(self, image: np.ndarray, im_mean=None, im_std=None,
-                resizer: Optional[PadAndCropResizer] = None, tta: bool = False,
-                refine: bool = False) -> np.ndarray:
-        """One image, whole: float32 of the input's shape. refine: `utils.refine.refine` the
-        output (per channel, noise level estimated from the image)."""
+    @classmethod
+    def of_keras(cls, network, dim: int, in_channels: int, multiple: int,
+                 per_channel: bool = False) -> 'Predictor':
+        """A predictor of a Keras network in inference mode, compiled once for any size."""
+        import tensorflow as tf
+        infer = tf.function(lambda x: network(x, training=False), input_signature=[
+            tf.TensorSpec([None] * (dim + 1) + [in_channels], tf.float32)])
+        predictor = cls(lambda x: infer(tf.constant(x, tf.float32)).numpy(), dim, in_channels,
+                        multiple, per_channel)
+        predictor.source = network
+        return predictor
+
+    def predict(self, image: np.ndarray, options: PredictOptions = PredictOptions(),
+                im_mean=None, im_std=None,
+                resizer: Optional[PadAndCropResizer] = None) -> np.ndarray:
+        """One image, whole: float32 of the input's shape (options.tta, options.refine)."""
         x, added = self.channels_last(image)
         mean, std = self.normalisers(x, im_mean, im_std)
         resizer = resizer or PadAndCropResizer()
@@ -187,8 +103,8 @@ class Predictor:
         def denoise(z):
             padded = resizer.before(z, self.multiple, exclude=-1)
             return resizer.after(self.run(padded[None])[0], exclude=-1)
-        out = self._ensemble(denoise, (x - mean) / std, tta) * std + mean
-        return self._finish(x, out, added, refine)
+        out = self._ensemble(denoise, (x - mean) / std, options.tta) * std + mean
+        return self._finish(x, out, added, options.refine)
 
     def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
                       resizer: Optional[PadAndCropResizer] = None,
@@ -202,23 +118,24 @@ class Predictor:
         out = resizer.after(self.run(x, batch_size), exclude=[0, -1]) * std + mean
         return (out[..., 0] if added else out).astype(np.float32)
 
-    def crop_predict(self, image: np.ndarray, size: int, margin: int, im_mean=None, im_std=None,
-                     resizer: Optional[PadAndCropResizer] = None, batch_size: int = 4,
-                     tta: bool = False, refine: bool = False) -> np.ndarray:
-        """A large image tile by tile: the last two spatial axes are cut into size x size tiles
-        overlapping by 2*margin, of which each keeps its centre; normalised as a whole."""
+    def crop_predict(self, image: np.ndarray, options: PredictOptions, im_mean=None,
+                     im_std=None, resizer: Optional[PadAndCropResizer] = None) -> np.ndarray:
+        """A large image tile by tile: the last two spatial axes are cut into
+        options.tile_size tiles overlapping by 2 * options.margin, of which each keeps its
+        centre; normalised as a whole."""
         x, added = self.channels_last(image)
         mean, std = self.normalisers(x, im_mean, im_std)
         resizer = resizer or PadAndCropResizer()
-        tiled = lambda z: self._tiles(z, size, margin, resizer, batch_size)
-        out = self._ensemble(tiled, (x - mean) / std, tta) * std + mean
-        return self._finish(x, out, added, refine)
+        tiled = lambda z: self._tiles(z, options.tile_size, options.margin, resizer,
+                                      options.batch_size)
+        out = self._ensemble(tiled, (x - mean) / std, options.tta) * std + mean
+        return self._finish(x, out, added, options.refine)
 
     @staticmethod
     def _finish(x: np.ndarray, out: np.ndarray, added: bool, refine: bool) -> np.ndarray:
         """out (spatial..., C), refined against the input x when asked, in the input's shape."""
         if refine:
-            from .refine import refine as wiener
+            from utils.prediction.refine import refine as wiener
             out = wiener(x, out, channel_axis=-1)
         return (out[..., 0] if added else out).astype(np.float32)
 

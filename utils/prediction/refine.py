@@ -20,6 +20,7 @@ is in the image's units); float32 out.
 from typing import Optional, Sequence, Union
 
 import numpy as np
+from utils.core.noise import noise_std
 
 # (relative noise below which, window): the first row whose bound exceeds the estimated
 # noise std / image std is used. Chosen on the 4 held-out BSD68 validation images at sigma
@@ -27,15 +28,6 @@ import numpy as np
 # ../shared/data/bsd68`, results/noise_levels/tune.md): the best window grows with the noise,
 # from 5 at sigma 5 to 21 at sigma 50; neighbouring windows differ by <= 0.1 dB.
 WINDOWS = ((0.3, 5), (0.45, 7), (0.6, 9), (0.7, 13), (float('inf'), 21))
-
-
-def noise_std(image: np.ndarray, channel_axis: Optional[int] = None) -> np.ndarray:
-    """Blind Gaussian noise std of `image` in its own units: one value, or one per channel
-    (scikit-image's `estimate_sigma`, the median of the finest wavelet coefficients)."""
-    from skimage.restoration import estimate_sigma
-    x = np.asarray(image, np.float64)
-    sigma = estimate_sigma(x, channel_axis=channel_axis)
-    return np.atleast_1d(np.asarray(sigma, np.float64))
 
 
 def window_for(relative_noise: float) -> int:

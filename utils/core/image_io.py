@@ -8,15 +8,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .files import atomic_write, check_writable
+from utils.core.files import atomic_write, check_writable
 
 TIFF_SUFFIXES = ('.tif', '.tiff')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg') + TIFF_SUFFIXES  # what folders and globs match
-TILE_ABOVE = 1024 * 1024  # pixels; larger images are denoised tile by tile
-LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's 'L' conversion
-# orthonormal luminance / red-green / blue-yellow transform (rows); its inverse is its transpose
-OPPONENT = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]]) / np.sqrt([[3], [2], [6]])
-COLOUR_MODES = ('opponent', 'channels')  # how a grey model denoises colour (`denoise_array`)
 JPEG_QUALITY = 95  # of JPEG outputs (Pillow's scale 1-95)
 
 
@@ -123,20 +118,6 @@ def image_size(path: str) -> Tuple[int, int]:
                          f"({type(error).__name__}); give a PNG, JPEG or TIFF file") from None
 
 
-def model_input(image: LoadedImage, in_channels: int, keep_colour: bool = True) -> np.ndarray:
-    """The array a model of `in_channels` denoises: a colour image stays colour (H, W, 3) for
-    grey models too (`denoise_array` then denoises its channels), or becomes its luminance
-    (H, W) with keep_colour=False (what a grey model is adapted on); colour models get RGB,
-    a grey image repeated for them."""
-    colour = image.colour
-    if in_channels == 1:
-        return colour @ LUMA if colour.ndim == 3 and not keep_colour else colour
-    if in_channels == 3:
-        return colour if colour.ndim == 3 else np.repeat(colour[..., None], 3, axis=-1)
-    raise ValueError(f"test_single.py handles grey or RGB models, this one has {in_channels} "
-                     f"channels")
-
-
 def to_dtype(pixels: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Round and clip to the value range of `like`'s dtype (integers), or to its min..max
     (floats), and cast: no wrap-around."""
@@ -144,58 +125,6 @@ def to_dtype(pixels: np.ndarray, like: np.ndarray) -> np.ndarray:
         info = np.iinfo(like.dtype)
         return np.clip(np.round(pixels), info.min, info.max).astype(like.dtype)
     return np.clip(pixels, like.min(), like.max()).astype(like.dtype)
-
-
-def output_pixels(denoised: np.ndarray, image: LoadedImage) -> np.ndarray:
-    """The array to save: the input's dtype, its alpha channel re-attached."""
-    out = to_dtype(denoised, image.pixels)
-    if image.alpha is not None:
-        alpha = image.alpha[..., None]
-        out = np.concatenate([out[..., None] if out.ndim == 2 else out, alpha], axis=-1)
-    return out
-
-
-def denoise(model, image: LoadedImage, tile_size: int = 512, margin: int = 32,
-            tta: bool = False, refine: bool = False,
-            colour: str = 'opponent') -> Tuple[np.ndarray, np.ndarray]:
-    """(model input, denoised float array of its shape) of an image file's pixels
-    (`model_input`, `denoise_array`)."""
-    x = model_input(image, model.in_channels)
-    return x, denoise_array(model, x, tile_size, margin, tta, refine, colour)
-
-
-def denoise_array(model, x: np.ndarray, tile_size: int = 512, margin: int = 32,
-                  tta: bool = False, refine: bool = False, colour: str = 'opponent') -> np.ndarray:
-    """Denoise (H, W) or (H, W, C) float pixels, any value range, with `model`; images over
-    TILE_ABOVE pixels in tile_size tiles overlapping by 2 * margin; refine: `utils.refine`.
-
-    A grey model denoises a colour image channel by channel, in the colour space `colour`:
-    'channels' the RGB channels, each normalised by its own mean and std; 'opponent' (three
-    channels only) the orthonormal luminance/chrominance channels OPPONENT @ rgb, which keep
-    Gaussian RGB noise white and of the same std, each normalised by its own mean and by the
-    std of the RGB mean (so the network sees the noise level relative to the image's contrast
-    as in a grey photograph; chrominance, of low contrast, is smoothed more). Returns float32
-    of x's shape."""
-    if colour not in COLOUR_MODES:
-        raise ValueError(f"unknown colour mode {colour!r}; choose from {', '.join(COLOUR_MODES)}")
-
-    def one(z, im_mean=None, im_std=None):
-        if z.shape[0] * z.shape[1] > TILE_ABOVE:
-            return model.crop_predict(z, tile_size, margin, im_mean=im_mean, im_std=im_std,
-                                      tta=tta, refine=refine)
-        return model.predict(z, im_mean=im_mean, im_std=im_std, tta=tta, refine=refine)
-
-    if model.in_channels != 1 or x.ndim == 2:
-        return one(x)
-    if np.all(x == x[..., :1]):  # grey stored as colour: one channel, repeated
-        return np.repeat(one(x[..., 0])[..., None], x.shape[-1], axis=-1)
-    if colour == 'channels' or x.shape[-1] != 3:
-        return np.stack([one(x[..., c]) for c in range(x.shape[-1])], axis=-1)
-    opponent = x @ OPPONENT.T
-    contrast = float(np.std(x.mean(axis=-1)))
-    out = np.stack([one(opponent[..., c], im_mean=float(opponent[..., c].mean()),
-                        im_std=contrast) for c in range(3)], axis=-1)
-    return (out @ OPPONENT).astype(np.float32)
 
 
 def check_format(path: str, dtype) -> None:
@@ -241,27 +170,3 @@ def _write_png(path: str, pixels: np.ndarray) -> None:
     if not ok:
         raise OSError(f"OpenCV could not encode {path} as PNG")
     encoded.tofile(path)
-
-
-def save_figure_atomic(path: str, noisy: np.ndarray, denoised: np.ndarray, show: bool,
-                       title: str = '') -> None:
-    """Side-by-side figure of input and output (matplotlib, Agg unless `show`)."""
-    import matplotlib
-    if not show:
-        matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    low, high = float(np.min(noisy)), float(np.max(noisy))
-    scale = lambda x: np.clip((x - low) / max(high - low, 1e-12), 0, 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6 * noisy.shape[0] / max(noisy.shape[1], 1) + 1))
-    for ax, image, label in zip(axes, (noisy, denoised), ('input', 'denoised')):
-        ax.imshow(scale(image), cmap='gray' if image.ndim == 2 else None, vmin=0, vmax=1)
-        ax.set_title(label)
-        ax.axis('off')
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    if show:
-        plt.show()
-    plt.close(fig)

@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets import BSD68
-from .files import atomic_folder, atomic_write
+from utils.data.datasets import BSD68
+from utils.core.files import atomic_folder, atomic_write
 
 NOISE_SEED = 68
 SIGMA = 25.0
@@ -45,7 +45,7 @@ FOLDER_LAYOUTS = (('train400', 'test68'),
                   ('Train400', 'BSD68'))
 DNCNN_RAW = 'https://raw.githubusercontent.com/cszn/DnCNN/master/'
 
-FILES = BSD68.files  # the original file names, as utils/datasets.py reads them
+FILES = BSD68.files  # the original file names, as utils/data/datasets.py reads them
 NOISE_FILE = 'noise.json'  # {"sigma": S or [lo, hi], "seed": NOISE_SEED} of a build
 
 

@@ -7,14 +7,14 @@ percentile) in settings.json as training.relative_noise = [low, high]; `test_sin
 the web demo print one line when an image lies outside it by more than FIT_MARGIN, naming the
 models of the same folder that fit.
 
-    python -m utils.fit trained_models/bsd68-N2S   # record the range of a model trained before
+    python -m n2s_app.fit trained_models/bsd68-N2S   # record the range of a model trained before
 """
 import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets import relative_noise
+from utils.core.noise import relative_noise
 
 FIT_MARGIN = 1.5  # an image fits when low / FIT_MARGIN <= its noise <= high * FIT_MARGIN
 MAX_IMAGES = 200  # images measured for the range (a seeded sample of larger sets)
@@ -43,7 +43,8 @@ def fits(noise: float, bounds: Tuple[float, float]) -> bool:
 
 def fitting_models(model_dir: str, noise: float, dim: int, in_channels: int) -> List[str]:
     """Models in model_dir for images of `dim` and `in_channels` whose range fits `noise`."""
-    from .checkpoint_utils import CheckpointError, read_settings
+    from utils.core.errors import CheckpointError
+    from utils.core.settings import read_settings
     names = []
     for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []:
         try:
@@ -75,32 +76,3 @@ def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_
               "(train.py --images ...)")
     return (f"note: {label}: estimated noise {noise:.2f} x the image's std, {side} the "
             f"{bounds[0]:.2f}-{bounds[1]:.2f} that {name} was trained on; {advice}")
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    from . import cli
-    p = cli.new_parser(__doc__)
-    p.add_argument('model', help='a model directory whose settings.json names its data set')
-    p.add_argument('--data-dir', default=cli.DATA_DIR, help='folder of the data sets')
-    args = p.parse_args(argv)
-    cli.start_tensorflow(training=False)  # quietly: checkpoint_utils imports it
-    from .checkpoint_utils import SETTINGS_FILE, read_settings, write_json_atomic
-    settings = read_settings(args.model)
-    if not settings:
-        raise ValueError(f"{args.model} has no {SETTINGS_FILE}")
-    training = settings.get('training', {})
-    if training.get('dataset') == 'files':
-        from .image_files import from_files
-        dataset = from_files(training['images'])
-        images = dataset.training_data(patch_size=training['patch_size'])[0]
-    else:
-        images = cli.get_dataset(training.get('dataset', 'bsd68'), args.data_dir).training_data(
-            args.data_dir)[0]
-    settings['training']['relative_noise'] = noise_range(images, settings.get('dim', 2))
-    write_json_atomic(os.path.join(args.model, SETTINGS_FILE), settings)
-    print(f"{args.model}: training.relative_noise = {settings['training']['relative_noise']}")
-
-
-if __name__ == '__main__':
-    from .cli import run
-    run(main)

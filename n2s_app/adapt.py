@@ -39,7 +39,7 @@ def normalised(model, image: np.ndarray) -> np.ndarray:
     if x.ndim != model.dim + 1 or x.shape[-1] != model.in_channels:
         raise ValueError(f"image of shape {np.shape(image)} does not fit a {model.dim}D model "
                          f"with {model.in_channels} channel(s)")
-    from .image_files import normalise
+    from utils.core.normalisation import normalise
     return normalise(x, per_channel=model.normalisation == 'channel')
 
 
@@ -62,7 +62,7 @@ def adaptation_loss(model, x: np.ndarray, lmbd: str) -> Callable:
         raise ValueError(f"lmbd must be one of {LMBD_CHOICES}, got {lmbd!r}")
     from models import noise2same_loss
 
-    from .datasets import relative_noise
+    from utils.core.noise import relative_noise
     value = 2.0 * relative_noise(x, model.dim)
     return lambda terms: noise2same_loss(terms, value)
 
@@ -76,7 +76,7 @@ def adapt_steps(model, image: np.ndarray, steps: int = ADAPT_STEPS, lr: float = 
     step and checkpoints are untouched."""
     import tensorflow as tf
 
-    from .train_utils import mask_box_size, training_dataset
+    from utils.data.pipeline import mask_box_size, training_dataset
     if steps < 1 or not lr > 0:
         raise ValueError(f"adapting needs steps >= 1 and lr > 0, got {steps} and {lr}")
     if model.loss_scale is not None:

@@ -2,7 +2,7 @@
 
 `DenoiseService` does the work and knows nothing of the web page: it lists the model
 directories, loads each model once, and denoises an image file with the same code path as
-test_single.py (`image_utils.read_image` / `denoise` / `output_pixels`). `build_app` puts a
+test_single.py (`image_io.read_image` / `denoise` / `output_pixels`). `build_app` puts a
 Gradio page in front of it. Image arrays are (H, W) grey or (H, W, C) channels last.
 """
 import contextlib
@@ -15,13 +15,15 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import image_utils
-from .adapt import ADAPT_SECONDS, ADAPT_STEPS, adapted
-from .checkpoint_utils import latest_checkpoint
-from .cli import DEFAULT_MODEL, DEFAULT_REFINE
-from .evaluation_utils import PSNR, SSIM
-from .files import atomic_write
-from .fit import unfit_message
+from utils.prediction.photo import denoise, model_input, output_pixels
+from utils.prediction.predictor import PredictOptions
+from utils.core import image_io
+from n2s_app.adapt import ADAPT_SECONDS, ADAPT_STEPS, adapted
+from utils.model_io.checkpoints import latest_checkpoint
+from n2s_app.cli import DEFAULT_MODEL, DEFAULT_REFINE
+from utils.evaluation.metrics import PSNR, SSIM
+from utils.core.files import atomic_write
+from utils.evaluation.fit import unfit_message
 
 MAX_PIXELS = 25_000_000  # larger uploads are refused (test_single.py tiles any size)
 MAX_UPLOAD = '200mb'  # Gradio refuses larger uploads before storing them
@@ -126,50 +128,50 @@ class DenoiseService:
         """Denoise the image file `path` with model `name` (colour stays colour); with
         sigma > 0 the image is taken as clean, Gaussian noise of that std (on the 0..255
         scale) is added first, and PSNR and SSIM against it are reported. adapt_steps > 0:
-        first adapt the model to the image (`utils.adapt`; the loaded model gets its weights
-        back afterwards). refine: `utils.refine` the output. The report says when the image's
-        noise lies outside the model's training range (`utils.fit`). Bad input raises
+        first adapt the model to the image (`n2s_app.adapt`; the loaded model gets its weights
+        back afterwards). refine: `utils.prediction.refine` the output. The report says when the image's
+        noise lies outside the model's training range (`utils.evaluation.fit`). Bad input raises
         ValueError with a readable message."""
         if not path or not os.path.isfile(path):
             raise ValueError("no image given: upload a PNG, JPEG or TIFF file")
         if os.path.getsize(path) == 0:
             raise ValueError(f"{os.path.basename(path)} is empty: upload an image file")
-        height, width = image_utils.image_size(path)
+        height, width = image_io.image_size(path)
         if height * width > MAX_PIXELS:
             raise ValueError(f"{os.path.basename(path)} has {height * width / 1e6:.0f} "
                              f"megapixels; the web demo takes up to {MAX_PIXELS / 1e6:.0f} (use "
                              f"test_single.py, which tiles any size)")
         progress(0.1, 'reading')
-        image = image_utils.read_image(path)
+        image = image_io.read_image(path)
         low, high = display_range(image.pixels)
         clean = None
         if sigma > 0:
             clean = image.colour
             scale = (high - low) / 255.0
             noise = np.random.default_rng(seed).normal(0, sigma * scale, clean.shape)
-            image = image_utils.LoadedImage(image.pixels, clean + noise, image.alpha)
+            image = image_io.LoadedImage(image.pixels, clean + noise, image.alpha)
         progress(0.2, 'denoising')
         started = time.time()
         with self._lock:
             model = self.model(name)
-            grey = image_utils.model_input(image, model.in_channels, keep_colour=False)
+            grey = model_input(image, model.in_channels, keep_colour=False)
             note = unfit_message(name, model.saved, grey, model.dim, self.model_dir,
                                  os.path.basename(path))
             step = lambda done, steps: progress(0.2 + 0.6 * done / steps,
                                                 f'adapting to the image: step {done}/{steps}')
             with adapted(model, grey, adapt_steps, progress=step) if adapt_steps else \
                     contextlib.nullcontext():
-                x, denoised = image_utils.denoise(model, image, tta=tta, refine=refine)
+                x, denoised = denoise(model, image, PredictOptions(tta=tta, refine=refine))
         seconds = time.time() - started
         progress(0.9, 'writing')
-        out = self._write(path, image_utils.output_pixels(denoised, image))
+        out = self._write(path, output_pixels(denoised, image))
         prune(self.cache_dir, self.keep, self.started)
         report = (f"{name}: {x.shape[1]}x{x.shape[0]} pixels" +
                   (", self-ensemble" if tta else '') + (", refined" if refine else '') +
                   (f", adapted to the image for {adapt_steps} steps" if adapt_steps else '') +
                   f", {seconds:.1f} s")
         if clean is not None:
-            reference = image_utils.model_input(image_utils.LoadedImage(image.pixels, clean, None),
+            reference = model_input(image_io.LoadedImage(image.pixels, clean, None),
                                                 model.in_channels)
             data_range = high - low
             report += (f"; Gaussian noise sigma {sigma:g} added. PSNR / SSIM against the clean "
@@ -189,15 +191,15 @@ class DenoiseService:
         """The denoised file, named after the input, in a fresh folder; a TIFF when the
         input's format cannot hold the pixels (e.g. float TIFF -> PNG)."""
         stem, suffix = os.path.splitext(os.path.basename(path))
-        known = ('.png', '.jpg', '.jpeg') + image_utils.TIFF_SUFFIXES
+        known = ('.png', '.jpg', '.jpeg') + image_io.TIFF_SUFFIXES
         suffix = suffix.lower() if suffix.lower() in known else '.png'
         try:
-            image_utils.check_format(stem + suffix, pixels.dtype)
+            image_io.check_format(stem + suffix, pixels.dtype)
         except ValueError:
             suffix = '.tif'
         os.makedirs(self.out_dir, exist_ok=True)
         out = os.path.join(tempfile.mkdtemp(dir=self.out_dir), f'{stem}_denoised{suffix}')
-        image_utils.write_image_atomic(out, pixels)
+        image_io.write_image_atomic(out, pixels)
         return out
 
 
@@ -207,7 +209,7 @@ def example_images(data_dir: str) -> List[List]:
     the page adds noise."""
     from PIL import Image
 
-    from .datasets import DATASETS, _grey_photo
+    from utils.data.datasets import _grey_photo, DATASETS
     folder = os.path.join(data_dir, 'web_examples')
     files = {'noisy_camera.png': 0, 'noisy_astronaut.png': 0, 'clean_coins.png': 25}
     if not all(os.path.isfile(os.path.join(folder, f)) for f in files):

@@ -1,0 +1,1 @@
+"""Core: files, errors, settings, noise, normalisation, image I/O, TensorFlow start-up."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, classical baselines, the model-fit note, figures."""

@@ -1,0 +1,1 @@
+"""Model I/O: checkpoints (TF1 and TF2), the SavedModel, the bioimage.io package."""

@@ -1,0 +1,1 @@
+"""Prediction: the predictor, tiling, the refinement, whole image files."""

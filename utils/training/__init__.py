@@ -1,0 +1,1 @@
+"""Training: the loop, the optimizer and schedules, tf.distribute."""
