@@ -34,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     cli.start_tensorflow(training=False)
     from gradio.utils import get_upload_folder
 
-    from n2s_app.web_demo import build_app, DenoiseService, example_images, MAX_UPLOAD
+    from n2s_app.web_demo import MAX_UPLOAD, DenoiseService, build_app, example_images
     cache = get_upload_folder()  # Gradio's uploads, and our results inside it
     os.makedirs(cache, exist_ok=True)
     service = DenoiseService(args.model_dir, tempfile.mkdtemp(prefix='n2s-results-', dir=cache),

@@ -16,8 +16,8 @@ import argparse
 import os
 from typing import List, Optional
 
-from utils.core import environment
 from n2s_app import cli
+from utils.core import environment
 from utils.data import bsd68_build
 from utils.data.datasets import DATASETS, DRIVE_FOLDER
 

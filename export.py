@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise FileExistsError(f"{out} exists; remove it or choose another path")
     if args.bioimageio:
         environment.import_extra('bioimageio.spec', 'a bioimage.io package',
-                         'requirements-bioimageio.txt')
+                                 'requirements-bioimageio.txt')
         if not args.bioimageio.endswith('.zip'):
             raise ValueError(f"a bioimage.io package is a .zip file, got {args.bioimageio}")
     cli.require_checkpoint(args.model_dir, args.name, f'python train.py --name {args.name}')

@@ -7,10 +7,10 @@ table and writes it (markdown and CSV) under results/demo/.
 import os
 from typing import List, Optional
 
-from utils.core.files import write_csv_atomic, write_text_atomic
 from n2s_app import cli
-from utils.evaluation.baselines import nlm
+from utils.core.files import write_csv_atomic, write_text_atomic
 from utils.data.datasets import get_dataset
+from utils.evaluation.baselines import nlm
 from utils.evaluation.metrics import score_denoiser
 
 

@@ -3,8 +3,8 @@ trained_models/N2S-3000 on BSD68, or the demo set when BSD68 is absent).
 
     python test.py --verbose --csv results/n2s.csv
 """
-from n2s_app.evaluate import test_main
 from n2s_app import cli
+from n2s_app.evaluate import test_main
 
 
 def main(argv=None):

@@ -3,13 +3,12 @@ model trained_models/N2S_PRO-8000-2 on BSD68, or the demo set when BSD68 is abse
 
     python test_pro.py --verbose --csv results/n2sp.csv
 """
-from n2s_app.evaluate import test_main
 from n2s_app import cli
+from n2s_app.evaluate import test_main
 
 
 def main(argv=None):
-    test_main(argv, __doc__, name='N2S_PRO-8000-2',
-                  train_command='python train_pro.py')
+    test_main(argv, __doc__, name='N2S_PRO-8000-2', train_command='python train_pro.py')
 
 
 if __name__ == '__main__':

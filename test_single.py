@@ -46,9 +46,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--tta', action='store_true',
                    help='test-time self-ensemble over the 8 flips and rotations (8x the time)')
     p.add_argument('--refine', action=argparse.BooleanOptionalAction, default=cli.DEFAULT_REFINE,
-                   help='put back the signal in what the network removed (utils/prediction/refine.py: a '
-                        'Wiener filter at the noise level estimated from the image); better at '
-                        'every noise level in benchmarks/noise_levels.py')
+                   help='put back the signal in what the network removed '
+                        '(utils/prediction/refine.py: a Wiener filter at the noise level '
+                        'estimated from the image); better at every noise level in '
+                        'benchmarks/noise_levels.py')
     p.add_argument('--colour', choices=COLOUR_MODES, default='opponent',
                    help='how a grey model denoises a colour image: opponent (luminance and '
                         'chrominance channels) or channels (R, G, B each); the output stays '

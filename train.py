@@ -12,8 +12,8 @@ means the saved value, and a flag that would change one is refused with a one-li
 """
 from typing import List, Optional
 
-from utils.core.settings import SEED
 from n2s_app import cli, train_plan
+from utils.core.settings import SEED
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -25,7 +25,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     dataset = train_plan.resolve_dataset(args, saved)
     settings = train_plan.training_settings(args, dataset, saved)
     record = train_plan.dataset_record(dataset, saved)
-    images, validation = train_plan.training_data(dataset, args.data_dir, settings['patch_size'], record)
+    images, validation = train_plan.training_data(dataset, args.data_dir, settings['patch_size'],
+                                                  record)
     cli.start_tensorflow(training=True)
     distribution = train_plan.distribution(args)  # before the first model: it may split the CPU
     from models import Noise2Same

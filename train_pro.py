@@ -9,8 +9,8 @@ Continuing a model keeps every setting it saved (train.py's --help says how).
 """
 from typing import List, Optional
 
-from utils.core.settings import SEED, resolve_run
 from n2s_app import cli, train_plan
+from utils.core.settings import SEED, resolve_run
 
 
 def main(argv: Optional[List[str]] = None) -> None:

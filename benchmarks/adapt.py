@@ -24,10 +24,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.noise_levels import noisy_images, validation_clean
-from utils.core.files import write_csv_atomic, write_text_atomic
 from n2s_app import adapt, cli
-from utils.core import environment
 from n2s_app.adapt import LMBD_CHOICES
+from utils.core import environment
+from utils.core.files import write_csv_atomic, write_text_atomic
 
 
 def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray],
@@ -87,8 +87,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         what = f'{len(clean)} of the 4 BSD68 validation images'
     cli.start_tensorflow(training=False)
     from models import load_model
-    from utils.evaluation.baselines import nlm
     from utils.data.datasets import DATASETS
+    from utils.evaluation.baselines import nlm
     from utils.evaluation.metrics import PSNR
 
     if not args.tune:

@@ -33,10 +33,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks import noise_levels
-from utils.core.files import write_csv_atomic, write_text_atomic
-from network_configure import PRECISIONS
 from n2s_app import cli
+from network_configure import PRECISIONS
 from utils.core import environment
+from utils.core.files import write_csv_atomic, write_text_atomic
 
 METHODS = ('one-lmbd', 'per-image', 'per-image-noguard', 'noise-norm')
 DATASET = 'bsd68-blind'

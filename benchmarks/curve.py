@@ -24,8 +24,8 @@ import re
 from typing import Dict, List, Optional
 
 from benchmarks import finish_plot
-from utils.core.files import write_csv_atomic
 from n2s_app import cli
+from utils.core.files import write_csv_atomic
 
 FIELDS = ['run', 'step', 'hours', 'psnr', 'ssim']
 

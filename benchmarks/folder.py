@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from utils.core.files import write_csv_atomic, write_text_atomic
 from n2s_app import cli
 from utils.core import environment
+from utils.core.files import write_csv_atomic, write_text_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,8 +75,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--out', default='results/folder', help='folder of the result table')
     args = p.parse_args(argv)
 
+    from utils.data.datasets import TestImage, get_dataset
     from utils.evaluation.baselines import nlm
-    from utils.data.datasets import get_dataset, TestImage
     from utils.evaluation.metrics import PSNR, score_denoiser
     tag = f'sigma{args.sigma:g}'
     data_dir = args.data_dir or os.path.join(cli.DATA_DIR, tag)

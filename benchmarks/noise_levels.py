@@ -27,12 +27,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks import finish_plot
+from n2s_app import cli
+from utils.core import environment
 from utils.core.files import write_csv_atomic, write_text_atomic
+from utils.data import bsd68_build
 from utils.prediction.photo import COLOUR_MODES, denoise_array
 from utils.prediction.predictor import PredictOptions
-from utils.core import environment
-from n2s_app import cli
-from utils.data import bsd68_build
 
 SIGMAS = (5, 10, 15, 25, 35, 50)
 COLOUR_SIGMAS = (15, 30)
@@ -238,8 +238,8 @@ def plot(results: Results, sigmas: Sequence[float], path: str, title: str,
 def grey_benchmark(args, out: str) -> None:
     from tqdm.auto import tqdm
 
-    from utils.evaluation.baselines import bm3d, nlm
     from utils.data.datasets import DATASETS
+    from utils.evaluation.baselines import bm3d, nlm
     tests = DATASETS['bsd68'].test_images(args.data_dir)[:args.images]
     names = args.names or grey_models(args.model_dir)
     results = Results(os.path.join(out, 'classical.csv'))

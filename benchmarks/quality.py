@@ -34,11 +34,10 @@ import textwrap
 import time
 from typing import Dict, List, Optional
 
-from utils.core.files import write_csv_atomic, write_text_atomic
 from n2s_app import cli
+from utils.core.files import atomic_write, write_csv_atomic, write_text_atomic
 from utils.evaluation.baselines import bm3d, nlm
 from utils.evaluation.metrics import score_denoiser
-from utils.core.files import atomic_write
 
 VARIANTS = ('n2s', 'pro', 'pro-noguard', 'pro-stopgrad', 'n2sp')
 PRESETS = {  # width, batch, patch, total steps, N2SP steps of 'pro', evaluation interval

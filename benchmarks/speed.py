@@ -17,21 +17,21 @@ as test.py scores them; random images of those shapes when BSD68 is not built), 
 and with --tta, by a shipped width-32 model, in child processes with oneDNN off and on
 (TF_ENABLE_ONEDNN_OPTS is read when TensorFlow starts). Warm-up: the first image only.
 """
-import subprocess
-import sys
 import argparse
 import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
-from network_configure import PRECISIONS
-from utils.core.files import write_text_atomic
 from n2s_app import cli
+from network_configure import PRECISIONS
 from utils.core import environment
+from utils.core.files import write_text_atomic
 
 GFLOP_PER_IMAGE_W96 = 54.4  # two forward passes and the backward pass, 64x64, width 96
 
@@ -98,6 +98,7 @@ def bench_training(width: int, batch: int, steps: int, warmup: int,
     with `split`, also `split_step`."""
     import numpy as np
     import tensorflow as tf
+
     from models import Noise2Same
     from utils.data.pipeline import mask_box_size, training_dataset
     with tempfile.TemporaryDirectory() as folder:
@@ -123,6 +124,7 @@ def bench_prediction(width: int, shape, repeats: int, precision: str = 'float32'
     """`predict` of one image (normalisation, padding, network, crop) by a model trained for one
     step on one 16-pixel patch (weights do not matter for timing; predict needs a checkpoint)."""
     import numpy as np
+
     from models import Noise2Same
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
@@ -140,6 +142,7 @@ def bench_prediction(width: int, shape, repeats: int, precision: str = 'float32'
 def mixed_shape_images(data_dir: str):
     """The BSD68 noisy test images in order, else 68 random ones of alternating shapes."""
     import numpy as np
+
     from utils.data.datasets import DATASETS
     try:
         return 'BSD68 test', [im.noisy for im in DATASETS['bsd68'].test_images(data_dir)]
@@ -155,6 +158,7 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
     refined (`refine=True`, test_single.py's default) and with TTA (in this process, whose
     oneDNN setting the caller chose)."""
     import numpy as np
+
     from models import Noise2Same
     source, images = mixed_shape_images(data_dir)
     images = images[:limit]

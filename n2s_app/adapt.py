@@ -61,7 +61,6 @@ def adaptation_loss(model, x: np.ndarray, lmbd: str) -> Callable:
     if lmbd != 'image':
         raise ValueError(f"lmbd must be one of {LMBD_CHOICES}, got {lmbd!r}")
     from models import noise2same_loss
-
     from utils.core.noise import relative_noise
     value = 2.0 * relative_noise(x, model.dim)
     return lambda terms: noise2same_loss(terms, value)

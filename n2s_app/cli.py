@@ -11,11 +11,10 @@ import traceback
 from typing import Callable, List, Optional
 
 from network_configure import LR_SCHEDULES, PRECISIONS
-
+from utils.core.settings import SEED
+from utils.core.tf_setup import import_tensorflow, use_onednn
 from utils.data.datasets import DATASETS
 from utils.training.distribute import STRATEGIES
-from utils.core.tf_setup import import_tensorflow, use_onednn
-from utils.core.settings import SEED
 
 DATA_DIR = 'Denoising_data/'
 MODEL_DIR = 'trained_models/'

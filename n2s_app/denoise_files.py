@@ -57,8 +57,8 @@ def predict_options(args) -> PredictOptions:
 def denoise_file(model, plan: Dict[str, Optional[str]], args,
                  note: Callable[[str], None] = print) -> None:
     """Read, denoise and write one file (atomically); ValueError/OSError name the problem.
-    `note` gets the one-line model-fit note (utils/evaluation/fit.py) when the image's noise level lies
-    outside the model's training range, before the (possibly slow) denoising."""
+    `note` gets the one-line model-fit note (utils/evaluation/fit.py) when the image's noise
+    level lies outside the model's training range, before the (possibly slow) denoising."""
     image = image_io.read_image(plan['input'])
     image_io.check_format(plan['output'], image.dtype)
     grey = model_input(image, model.in_channels, keep_colour=False)
@@ -71,9 +71,8 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
         x, denoised = denoise(model, image, predict_options(args))
     image_io.write_image_atomic(plan['output'], output_pixels(denoised, image))
     if plan['figure']:
-        save_figure_atomic(plan['figure'], x,
-                                       image_io.to_dtype(denoised, image.pixels), args.show,
-                                       title=f"{args.name}: {os.path.basename(plan['input'])}")
+        save_figure_atomic(plan['figure'], x, image_io.to_dtype(denoised, image.pixels),
+                           args.show, title=f"{args.name}: {os.path.basename(plan['input'])}")
 
 
 def denoise_all(model, plans: List[Dict[str, Optional[str]]], args) -> None:

@@ -2,11 +2,10 @@
 import itertools
 import sys
 from typing import List, Optional
+
 from n2s_app.cli import parser, require_checkpoint, start_tensorflow
 from n2s_app.train_plan import model_kwargs, resolve_dataset
 from utils.core.files import write_csv_atomic
-
-
 
 
 def test_main(argv: Optional[List[str]], doc: str, name: str, train_command: str) -> None:
@@ -21,8 +20,9 @@ def test_main(argv: Optional[List[str]], doc: str, name: str, train_command: str
                    help='test-time self-ensemble: average over the 8 flips and 90-degree '
                         'rotations (8x the time; off in the original protocol)')
     p.add_argument('--refine', action='store_true',
-                   help='also score the outputs refined by utils/prediction/refine.py (a Wiener filter on '
-                        'what the network removed; not the original protocol), printed beside')
+                   help='also score the outputs refined by utils/prediction/refine.py (a Wiener '
+                        'filter on what the network removed; not the original protocol), '
+                        'printed beside')
     args = p.parse_args(argv)
     start_tensorflow(training=False)
     from models import Noise2Same

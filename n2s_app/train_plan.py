@@ -3,11 +3,10 @@ import argparse
 import os
 from typing import Dict, List, Optional
 
-
-from utils.data.datasets import Dataset, get_dataset
 from utils.core.noise import lmbd_estimated, lmbd_for_noise
-from utils.data.user_images import from_files, ImageFiles
 from utils.core.settings import DEFAULTS, SEED, settings_in
+from utils.data.datasets import Dataset, get_dataset
+from utils.data.user_images import ImageFiles, from_files
 
 
 def distribution(args: argparse.Namespace) -> Dict:

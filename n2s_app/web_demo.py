@@ -15,15 +15,15 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from utils.prediction.photo import denoise, model_input, output_pixels
-from utils.prediction.predictor import PredictOptions
-from utils.core import image_io
 from n2s_app.adapt import ADAPT_SECONDS, ADAPT_STEPS, adapted
-from utils.model_io.checkpoints import latest_checkpoint
 from n2s_app.cli import DEFAULT_MODEL, DEFAULT_REFINE
-from utils.evaluation.metrics import PSNR, SSIM
+from utils.core import image_io
 from utils.core.files import atomic_write
 from utils.evaluation.fit import unfit_message
+from utils.evaluation.metrics import PSNR, SSIM
+from utils.model_io.checkpoints import latest_checkpoint
+from utils.prediction.photo import denoise, model_input, output_pixels
+from utils.prediction.predictor import PredictOptions
 
 MAX_PIXELS = 25_000_000  # larger uploads are refused (test_single.py tiles any size)
 MAX_UPLOAD = '200mb'  # Gradio refuses larger uploads before storing them
@@ -129,9 +129,9 @@ class DenoiseService:
         sigma > 0 the image is taken as clean, Gaussian noise of that std (on the 0..255
         scale) is added first, and PSNR and SSIM against it are reported. adapt_steps > 0:
         first adapt the model to the image (`n2s_app.adapt`; the loaded model gets its weights
-        back afterwards). refine: `utils.prediction.refine` the output. The report says when the image's
-        noise lies outside the model's training range (`utils.evaluation.fit`). Bad input raises
-        ValueError with a readable message."""
+        back afterwards). refine: `utils.prediction.refine` the output. The report says when
+        the image's noise lies outside the model's training range (`utils.evaluation.fit`).
+        Bad input raises ValueError with a readable message."""
         if not path or not os.path.isfile(path):
             raise ValueError("no image given: upload a PNG, JPEG or TIFF file")
         if os.path.getsize(path) == 0:
@@ -172,7 +172,7 @@ class DenoiseService:
                   f", {seconds:.1f} s")
         if clean is not None:
             reference = model_input(image_io.LoadedImage(image.pixels, clean, None),
-                                                model.in_channels)
+                                    model.in_channels)
             data_range = high - low
             report += (f"; Gaussian noise sigma {sigma:g} added. PSNR / SSIM against the clean "
                        f"upload: noisy {self._scores(reference, x, data_range)}, denoised "
@@ -209,7 +209,7 @@ def example_images(data_dir: str) -> List[List]:
     the page adds noise."""
     from PIL import Image
 
-    from utils.data.datasets import _grey_photo, DATASETS
+    from utils.data.datasets import DATASETS, _grey_photo
     folder = os.path.join(data_dir, 'web_examples')
     files = {'noisy_camera.png': 0, 'noisy_astronaut.png': 0, 'clean_coins.png': 25}
     if not all(os.path.isfile(os.path.join(folder, f)) for f in files):

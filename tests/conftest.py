@@ -1,4 +1,6 @@
-"""Shared fixtures: the repository on sys.path, quiet TensorFlow, the TF1 reference artifacts."""
+"""Shared fixtures and helpers: the repository on sys.path, quiet TensorFlow, the TF1 reference
+artifacts, the demo data set built once, one tiny trained model for the session, and `run_main`
+(a script run in this process)."""
 import io
 import os
 import subprocess
@@ -21,6 +23,20 @@ import pytest  # noqa: E402
 REFERENCE = Path(os.environ.get('N2S_REFERENCE', ROOT.parent / 'shared' / 'reference'))
 REFERENCE_DIRS = sorted(p for p in (REFERENCE / 'tf1').glob('*') if (p / 'model').is_dir()) \
     if (REFERENCE / 'tf1').is_dir() else []
+
+
+def pytest_configure(config):
+    """Build the offline demo data set in Denoising_data/ (the scripts' default data folder,
+    which many tests use) once, before any test runs; under pytest-xdist the workers take
+    turns, so none reads it while another writes it."""
+    import fcntl
+
+    from utils.data.datasets import DATASETS
+    folder = ROOT / 'Denoising_data'
+    folder.mkdir(exist_ok=True)
+    with open(folder / '.demo-build.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        DATASETS['demo'].training_data(str(folder))  # builds it when missing
 
 
 def require_reference():
@@ -50,8 +66,9 @@ def noisy_images():
 
 
 def run_main(script, *args) -> subprocess.CompletedProcess:
-    """`python SCRIPT ARGS` (or `python -m MODULE ARGS`) in this process: the script's main(argv) through n2s_app.cli.run
-    (one-line errors, exit statuses), stdout and stderr captured. For tests of arguments,
+    """`python SCRIPT ARGS` (or `python -m MODULE ARGS`) in this process: the script's
+    main(argv) through n2s_app.cli.run (one-line errors, exit statuses), in the repository's
+    folder, stdout and stderr captured. For tests of arguments,
     errors and outputs; tests of signals, of what a fresh process prints or imports, and of
     fresh-process export run the script in a subprocess instead."""
     import importlib
@@ -85,20 +102,11 @@ TINY_TRAIN = ['--dataset', 'demo', '--filters', '4', '--batch-size', '2', '--pat
 
 
 @pytest.fixture(scope='session')
-def demo_data(tmp_path_factory) -> Path:
-    """The offline demo data set, built once for the session (read-only for tests)."""
-    from utils.data.datasets import DATASETS
-    data = tmp_path_factory.mktemp('data')
-    DATASETS['demo'].training_data(str(data))  # builds it
-    return data
-
-
-@pytest.fixture(scope='session')
-def tiny(tmp_path_factory, demo_data) -> Path:
+def tiny(tmp_path_factory) -> Path:
     """A model folder holding 'tiny': width 4, 2 steps of train.py on the demo set, trained once
     for the session. Tests read it; one that trains further copies it first."""
     base = tmp_path_factory.mktemp('models')
-    result = run_main(ROOT / 'train.py', *TINY_TRAIN, '--steps', '2', '--data-dir',
-                      str(demo_data) + '/', '--model-dir', base, '--name', 'tiny')
+    result = run_main(ROOT / 'train.py', *TINY_TRAIN, '--steps', '2', '--model-dir', base,
+                      '--name', 'tiny')
     assert result.returncode == 0, result.stderr[-3000:]
     return base

@@ -60,7 +60,7 @@ def test_care_scores_fit_the_prediction_affinely():
     np.testing.assert_allclose(fitted, scale * xc, rtol=1e-3, atol=1e-5)
 
 
-def test_percentile_normalizer_round_trips():
+def test_percentile_normaliser_round_trips():
     img = np.random.default_rng(2).uniform(0, 100, (16, 16, 2)).astype(np.float32)
     norm = PercentileNormaliser(2, 99.8)
     y = norm.before(img, 'YXC')

@@ -1,7 +1,6 @@
-"""The machine and optional packages: extras imported with a one-line error, the CPU label of measured figures."""
+"""The machine and optional packages: extras imported with a one-line error, the CPU label of
+measured figures."""
 import os
-
-
 
 
 def import_extra(module: str, purpose: str, requirements: str = 'requirements-extra.txt'):

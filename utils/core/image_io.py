@@ -1,6 +1,6 @@
 """Single image files for test_single.py and the web demo: reading and writing PNG, JPEG, TIFF
-(8/16-bit, float TIFF; grey, RGB, RGBA, palette; JPEG orientation applied) and denoising one with a model, tiled when large.
-Arrays are (H, W) or (H, W, C), channels last."""
+(8/16-bit, float TIFF; grey, RGB, RGBA, palette; JPEG orientation applied); denoising one is in
+utils/prediction/photo.py. Arrays are (H, W) or (H, W, C), channels last."""
 import glob
 import os
 from dataclasses import dataclass

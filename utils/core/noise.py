@@ -4,8 +4,6 @@ from typing import Optional
 import numpy as np
 
 
-
-
 def lmbd_for_noise(images, sigma: float) -> float:
     """Noise2Same's lmbd = 2 x sigma, with sigma measured after `normalise_each`.
 

@@ -3,12 +3,6 @@
 import numpy as np
 
 
-
-
-
-
-
-
 def normalise_each(images, what: str = 'training image') -> np.ndarray:
     """Each image minus its own mean, divided by its own std (as the original scripts do);
     a constant image becomes zeros. NaN or Inf values are an error that says how many."""
@@ -27,7 +21,7 @@ def normalise(image: np.ndarray, per_channel: bool) -> np.ndarray:
 
 
 def normalise_min_max(x: np.ndarray, mi, ma, clip: bool = False, eps: float = 1e-20,
-                    dtype=np.float32) -> np.ndarray:
+                      dtype=np.float32) -> np.ndarray:
     """(x - mi) / (ma - mi + eps), optionally clipped to [0, 1]."""
     x = x.astype(dtype, copy=False)
     x = (x - dtype(mi) if np.isscalar(mi) else x - np.asarray(mi, dtype)) / (
@@ -57,12 +51,12 @@ class PercentileNormaliser:
 
     def after(self, img: np.ndarray) -> np.ndarray:
         if not self.do_after:
-            raise ValueError("this normalizer was made with do_after=False")
+            raise ValueError("this normaliser was made with do_after=False")
         return ((self.ma - self.mi) * img + self.mi).astype(self.dtype, copy=False)
 
 
-def normalise_percentile(x: np.ndarray, pmin: float = 2, pmax: float = 99.8, axis=None, clip: bool = False,
-              eps: float = 1e-20, dtype=np.float32) -> np.ndarray:
+def normalise_percentile(x: np.ndarray, pmin: float = 2, pmax: float = 99.8, axis=None,
+                         clip: bool = False, eps: float = 1e-20, dtype=np.float32) -> np.ndarray:
     """Percentile normalisation: the pmin and pmax percentiles go to 0 and 1."""
     mi = np.percentile(x, pmin, axis=axis, keepdims=True)
     ma = np.percentile(x, pmax, axis=axis, keepdims=True)

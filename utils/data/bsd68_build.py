@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.data.datasets import BSD68
 from utils.core.files import atomic_folder, atomic_write
+from utils.data.datasets import BSD68
 
 NOISE_SEED = 68
 SIGMA = 25.0

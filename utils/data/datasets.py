@@ -18,10 +18,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from utils.evaluation.metrics import get_scores, PSNR, SSIM
-from utils.core.normalisation import PercentileNormaliser
 from utils.core.errors import MissingDataError
-from utils.core.normalisation import normalise_each
+from utils.core.normalisation import PercentileNormaliser, normalise_each
+from utils.evaluation.metrics import PSNR, SSIM, get_scores
 
 DRIVE_FOLDER = 'https://drive.google.com/drive/folders/1VYMo1OoaGxoOLNx6-qIt2Wg03lsZw_kA'
 
@@ -108,7 +107,8 @@ class Dataset:
     def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool,
                 channel_axis: Optional[int] = None) -> List[Tuple[str, np.ndarray]]:
         """[(key suffix, prediction)]: ('', the network's output) and, with refine,
-        ('_refined', its `utils.prediction.refine` refinement against `noisy`, in the same units)."""
+        ('_refined', its `utils.prediction.refine` refinement against `noisy`, in the same
+        units)."""
         if not refine:
             return [('', pred)]
         from utils.prediction.refine import refine as wiener
@@ -326,7 +326,7 @@ class Planaria(Dataset):
 
 PLANARIA_PATCHES = {'patch_size': [16, 64, 64], 'batch_size': 4}  # 3D: the CARE Planaria run's
 BSD_TRAINING = {'patch_size': [64, 64], 'batch_size': 64, 'steps': 3000, 'pro_steps': 500,
-                 'pro_total': 8000, 'masking': 'gaussian', 'lmbd': 2.0}
+                'pro_total': 8000, 'masking': 'gaussian', 'lmbd': 2.0}
 
 DATASETS: Dict[str, Dataset] = {d.name: d for d in [
     BSD68('bsd68', '', training=BSD_TRAINING,

@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 
-
 def mask_box_size(mask_perc: float) -> int:
     """Side of the stratified-sampling cells: round(sqrt(100 / mask_perc)) (14 for 0.5 %)."""
     return int(np.round(np.sqrt(100.0 / mask_perc)))

@@ -13,10 +13,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.data.datasets import BSD_TRAINING, PLANARIA_PATCHES, Dataset, TestImage
+from utils.core.image_io import TIFF_SUFFIXES, find_images, read_image
 from utils.core.noise import relative_noise
-from utils.core.image_io import find_images, read_image, TIFF_SUFFIXES
 from utils.core.normalisation import normalise
+from utils.data.datasets import BSD_TRAINING, PLANARIA_PATCHES, Dataset, TestImage
 
 VALIDATION_CROP = 256  # largest validation crop per axis (the loss of whole crops, each save)
 MEMORY_FACTOR = 3  # float32 copies held while training: raw, normalised, the pipeline's constant

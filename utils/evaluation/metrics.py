@@ -7,8 +7,8 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
-from utils.core.normalisation import normalise_percentile
 
+from utils.core.normalisation import normalise_percentile
 
 
 def PSNR(gt: np.ndarray, img: np.ndarray) -> float:
@@ -38,13 +38,13 @@ def score_denoiser(denoise: Callable[[np.ndarray], np.ndarray], images: Sequence
     return {'psnr': float(psnr), 'ssim': float(ssim), 'seconds': float(seconds)}
 
 
-def norm_minmse(gt: np.ndarray, x: np.ndarray, normalize_gt: bool = True
+def norm_minmse(gt: np.ndarray, x: np.ndarray, normalise_gt: bool = True
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Percentile-normalise gt (0.1, 99.9) and fit x to it affinely (least squares).
 
     Returns (gt, x) both with zero mean, x scaled to minimise the MSE to gt.
     """
-    if normalize_gt:
+    if normalise_gt:
         gt = normalise_percentile(gt, 0.1, 99.9, clip=False).astype(np.float32, copy=False)
     x = x.astype(np.float32, copy=False) - np.mean(x)
     gt = gt.astype(np.float32, copy=False) - np.mean(gt)

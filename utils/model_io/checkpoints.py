@@ -11,6 +11,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+
 from utils.core.errors import CheckpointError
 from utils.core.settings import read_settings
 

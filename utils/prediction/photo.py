@@ -2,6 +2,7 @@
 from typing import Tuple
 
 import numpy as np
+
 from utils.core.image_io import LoadedImage, to_dtype
 from utils.prediction.predictor import PredictOptions
 

@@ -20,6 +20,7 @@ is in the image's units); float32 out.
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
 from utils.core.noise import noise_std
 
 # (relative noise below which, window): the first row whose bound exceeds the estimated

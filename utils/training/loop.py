@@ -20,8 +20,13 @@ from tqdm.auto import tqdm
 from utils.core.errors import CheckpointError
 from utils.core.files import to_builtin
 from utils.core.settings import SettingConflict, run_settings
-from utils.data.pipeline import (batch_maker, check_training_images, mask_box_size,
-                                 training_dataset, validation_batches)
+from utils.data.pipeline import (
+    batch_maker,
+    check_training_images,
+    mask_box_size,
+    training_dataset,
+    validation_batches,
+)
 from utils.model_io.checkpoints import has_optimizer_state, is_tf1_checkpoint, latest_checkpoint
 from utils.prediction.tiling import PadAndCropResizer
 from utils.training.distribute import is_chief
