@@ -1,5 +1,5 @@
 # make demo: set up, train N2S and N2SP on the offline demo set at a CPU size, test, report.
-# make test: set up and run the test suite.
+# make test: set up and run the test suite, on both cores (pytest-xdist, a test file a worker).
 # make web: set up with the web extras and start the web demo (python demo.py).
 # make extras: add the benchmarks' and download.py's extras (bm3d, gdown).
 PYTHON ?= python3
@@ -57,7 +57,7 @@ demo: venv
 	$(PY) report.py --n2s demo-N2S --n2sp demo-N2SP --out $(DEMO_OUT)
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q --durations=20 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 web: $(VENV)/.web-installed
 	$(PY) demo.py

@@ -36,7 +36,6 @@ from utils.training.distribute import is_chief  # noqa: E402
 from utils.training.state import TrainingState  # noqa: E402
 
 training_config = settings.TRAINING_CONFIG  # the original's name for its learning-rate schedule
-TERMS = loop.TERMS
 PER_IMAGE = 'per_image'  # the key of per-image terms (Noise2SamePro per_image)
 
 
@@ -301,6 +300,11 @@ class Noise2Same:
 
     # ---------------------------------------------------------------- prediction
 
+    def restored_predictor(self, checkpoint_path: Optional[str] = None) -> Predictor:
+        """The predictor of the newest (or the given) checkpoint's weights."""
+        self._restore_latest(checkpoint_path)
+        return self.predictor
+
     def predict(self, image: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
                 checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
                 tta: bool = False, refine: bool = False) -> np.ndarray:
@@ -314,17 +318,16 @@ class Noise2Same:
         Wiener filter at the image's estimated noise level, per channel; not in the original).
         Returns float32 of the input's shape.
         """
-        self._restore_latest(checkpoint_path)
-        return self.predictor.predict(image, PredictOptions(tta=tta, refine=refine), im_mean,
-                                      im_std, resizer)
+        return self.restored_predictor(checkpoint_path).predict(
+            image, PredictOptions(tta=tta, refine=refine), im_mean, im_std, resizer)
 
     def batch_predict(self, images: np.ndarray, resizer: Optional[PadAndCropResizer] = None,
                       checkpoint_path: Optional[str] = None, im_mean=None, im_std=None,
                       batch_size: int = 32) -> np.ndarray:
         """Denoise a stack of equally sized images: (N, spatial...) or (N, spatial..., C),
         normalised together by the stack's mean and std unless given."""
-        self._restore_latest(checkpoint_path)
-        return self.predictor.batch_predict(images, im_mean, im_std, resizer, batch_size)
+        return self.restored_predictor(checkpoint_path).batch_predict(images, im_mean, im_std,
+                                                                      resizer, batch_size)
 
     def crop_predict(self, image: np.ndarray, size: int, margin: int,
                      resizer: Optional[PadAndCropResizer] = None,
@@ -333,10 +336,10 @@ class Noise2Same:
         """Denoise a large image ((spatial...[, C]) as in `predict`) tile by tile: the last two
         spatial axes in size x size tiles overlapping by 2*margin, of which each keeps its
         centre; normalised and refined as a whole."""
-        self._restore_latest(checkpoint_path)
         options = PredictOptions(tta=tta, refine=refine, tile_size=size, margin=margin,
                                  batch_size=batch_size)
-        return self.predictor.crop_predict(image, options, im_mean, im_std, resizer)
+        return self.restored_predictor(checkpoint_path).crop_predict(image, options, im_mean,
+                                                                     im_std, resizer)
 
     # ---------------------------------------------------------------- export
 

@@ -314,7 +314,7 @@ def colour_benchmark(args, out: str) -> None:
         for mode in COLOUR_MODES:
             run_models(results, names, args.model_dir, sigma, images, tag=f' [{mode}]',
                        denoise=lambda m, x, mode=mode: denoise_array(
-                           m, x, PredictOptions(colour=mode)))
+                           m.restored_predictor(), x, PredictOptions(colour=mode)))
     write_run(out, 'colour_run.json')
     colour_report(results, args, out)
 

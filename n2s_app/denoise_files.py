@@ -68,7 +68,7 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
         note(message)
     with adapt.adapted(model, grey, args.adapt, args.adapt_lr, lmbd=args.adapt_lmbd) \
             if args.adapt else nullcontext():
-        x, denoised = denoise(model, image, predict_options(args))
+        x, denoised = denoise(model.restored_predictor(), image, predict_options(args))
     image_io.write_image_atomic(plan['output'], output_pixels(denoised, image))
     if plan['figure']:
         save_figure_atomic(plan['figure'], x, image_io.to_dtype(denoised, image.pixels),

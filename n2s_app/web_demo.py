@@ -161,7 +161,8 @@ class DenoiseService:
                                                 f'adapting to the image: step {done}/{steps}')
             with adapted(model, grey, adapt_steps, progress=step) if adapt_steps else \
                     contextlib.nullcontext():
-                x, denoised = denoise(model, image, PredictOptions(tta=tta, refine=refine))
+                x, denoised = denoise(model.restored_predictor(), image,
+                                      PredictOptions(tta=tta, refine=refine))
         seconds = time.time() - started
         progress(0.9, 'writing')
         out = self._write(path, output_pixels(denoised, image))

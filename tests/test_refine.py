@@ -94,11 +94,11 @@ def test_predict_with_refine_refines_the_network_output_whole_and_tiled(model):
 def test_a_grey_model_keeps_a_colour_image_in_colour(model):
     clean, noisy, _ = scene((64, 80), sigma=15.0)
     rgb = np.stack([noisy, 0.8 * noisy[::-1] + 20, 0.5 * noisy[:, ::-1] + 60], -1)
-    by_channel = denoise_array(model, rgb, PredictOptions(colour='channels'))
+    by_channel = denoise_array(model.restored_predictor(), rgb, PredictOptions(colour='channels'))
     assert by_channel.shape == rgb.shape
     for c in range(3):
         np.testing.assert_allclose(by_channel[..., c], model.predict(rgb[..., c]), atol=1e-3)
-    opponent = denoise_array(model, rgb, PredictOptions(colour='opponent'))
+    opponent = denoise_array(model.restored_predictor(), rgb, PredictOptions(colour='opponent'))
     o = rgb @ OPPONENT.T
     contrast = rgb.mean(-1).std()
     want = np.stack([model.predict(o[..., c], im_mean=o[..., c].mean(), im_std=contrast)
@@ -106,11 +106,11 @@ def test_a_grey_model_keeps_a_colour_image_in_colour(model):
     np.testing.assert_allclose(opponent, want, atol=1e-3)
     # a grey picture stored as RGB comes back grey, as the grey picture would
     grey = np.repeat(noisy[..., None], 3, -1)
-    out = denoise_array(model, grey)
+    out = denoise_array(model.restored_predictor(), grey)
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
     np.testing.assert_allclose(out[..., 1], model.predict(noisy), atol=1e-4)
     with pytest.raises(ValueError, match='unknown colour mode'):
-        denoise_array(model, rgb, PredictOptions(colour='lab'))
+        denoise_array(model.restored_predictor(), rgb, PredictOptions(colour='lab'))
 
 
 def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):

@@ -101,7 +101,8 @@ def test_constant_image_is_denoised_without_dividing_by_zero(tiny, tmp_path):
     src = write_png(tmp_path / 'flat.png', np.full((32, 32), 77, np.uint8))
     model = Noise2Same(str(tiny), 'tiny')
     for refine in (True, False):  # test_single.py's path: read, denoise, then cast
-        _, denoised = denoise(model, read_image(str(src)), PredictOptions(refine=refine))
+        _, denoised = denoise(model.restored_predictor(), read_image(str(src)),
+                               PredictOptions(refine=refine))
         assert denoised.shape == (32, 32) and np.all(np.isfinite(denoised)), refine
         assert np.max(np.abs(denoised - 77.0)) < 1.0, (refine, denoised.min(), denoised.max())
     result = run(ROOT / 'test_single.py', src, '--model-dir', tiny, '--name', 'tiny')
@@ -293,3 +294,30 @@ def test_an_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_csv_atomic(str(tmp_path / 'scores.csv'), [{'image': 'a', 'psnr': 1.0}])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_during_a_step_waits_for_the_end_of_the_step():
+    """The cause of the rare segmentation fault on SIGTERM: a KeyboardInterrupt raised by the
+    handler inside TensorFlow's Python code that its C++ called back. The loop defers the
+    handlers to the end of a step; a second signal runs its handler at once."""
+    from utils.training.interrupts import deferred_signals
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with deferred_signals() as stop_if_asked:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # Python runs pending handlers between bytecodes
+            assert seen == []  # deferred, not run inside the 'step'
+            stop_if_asked()
+            assert seen == [signal.SIGTERM]
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # a user who insists: runs at once
+            sum(range(1000))
+            assert seen == [signal.SIGTERM] * 2
+        assert seen == [signal.SIGTERM] * 3  # the one still waiting ran on leaving the block
+        assert signal.getsignal(signal.SIGTERM) is not None and seen
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))
+        assert seen == [signal.SIGTERM] * 4  # the handler is back in place
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,7 +4,7 @@ from typing import Tuple
 import numpy as np
 
 from utils.core.image_io import LoadedImage, to_dtype
-from utils.prediction.predictor import PredictOptions
+from utils.prediction.predictor import PredictOptions, Predictor
 
 TILE_ABOVE = 1024 * 1024  # pixels; larger images are denoised tile by tile
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's 'L' conversion
@@ -36,19 +36,19 @@ def output_pixels(denoised: np.ndarray, image: LoadedImage) -> np.ndarray:
     return out
 
 
-def denoise(model, image: LoadedImage,
+def denoise(predictor: Predictor, image: LoadedImage,
             options: PredictOptions = PredictOptions()) -> Tuple[np.ndarray, np.ndarray]:
     """(model input, denoised float array of its shape) of an image file's pixels
     (`model_input`, `denoise_array`)."""
-    x = model_input(image, model.in_channels)
-    return x, denoise_array(model, x, options)
+    x = model_input(image, predictor.in_channels)
+    return x, denoise_array(predictor, x, options)
 
 
-def denoise_array(model, x: np.ndarray,
+def denoise_array(predictor: Predictor, x: np.ndarray,
                   options: PredictOptions = PredictOptions()) -> np.ndarray:
-    """Denoise (H, W) or (H, W, C) float pixels, any value range, with `model` (a Noise2Same);
-    images over TILE_ABOVE pixels in options.tile_size tiles overlapping by 2 * options.margin;
-    options.refine: utils/prediction/refine.py.
+    """Denoise (H, W) or (H, W, C) float pixels, any value range, with a model's `predictor`
+    (`Noise2Same.restored_predictor()`); images over TILE_ABOVE pixels in options.tile_size
+    tiles overlapping by 2 * options.margin; options.refine: utils/prediction/refine.py.
 
     A grey model denoises a colour image channel by channel, in the colour space `colour`:
     'channels' the RGB channels, each normalised by its own mean and std; 'opponent' (three
@@ -62,14 +62,11 @@ def denoise_array(model, x: np.ndarray,
         raise ValueError(f"unknown colour mode {colour!r}; choose from {', '.join(COLOUR_MODES)}")
 
     def one(z, im_mean=None, im_std=None):
-        if z.shape[0] * z.shape[1] > TILE_ABOVE:
-            return model.crop_predict(z, options.tile_size, options.margin, im_mean=im_mean,
-                                      im_std=im_std, batch_size=options.batch_size,
-                                      tta=options.tta, refine=options.refine)
-        return model.predict(z, im_mean=im_mean, im_std=im_std, tta=options.tta,
-                             refine=options.refine)
+        tiled = z.shape[0] * z.shape[1] > TILE_ABOVE
+        return (predictor.crop_predict if tiled else predictor.predict)(z, options, im_mean,
+                                                                         im_std)
 
-    if model.in_channels != 1 or x.ndim == 2:
+    if predictor.in_channels != 1 or x.ndim == 2:
         return one(x)
     if np.all(x == x[..., :1]):  # grey stored as colour: one channel, repeated
         return np.repeat(one(x[..., 0])[..., None], x.shape[-1], axis=-1)

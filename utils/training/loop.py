@@ -30,6 +30,7 @@ from utils.data.pipeline import (
 from utils.model_io.checkpoints import has_optimizer_state, is_tf1_checkpoint, latest_checkpoint
 from utils.prediction.tiling import PadAndCropResizer
 from utils.training.distribute import is_chief
+from utils.training.interrupts import deferred_signals
 from utils.training.optimizer import learning_rate
 from utils.training.state import LOSS_SCALE, TrainingState
 
@@ -62,15 +63,9 @@ def logged(terms: Dict) -> Dict:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How a model is trained (the arguments of `Noise2Same.train`, which documents them).
-
-    patch_size: spatial size of the training patches; batch_size: the global batch (None: the
-    saved one, else 64); steps: the global step to stop at; checkpoints every `save_steps`
-    (the newest `keep_checkpoints`, 0: all), TensorBoard scalars every `log_steps`; seed of
-    the input pipeline (None: the checkpoint's, else a fresh one); init_from: a model
-    directory whose weights start a new model; strategy: a tf.distribute.Strategy (None: one
-    device); record: facts kept in settings.json under 'training'.
-    """
+    """How a model is trained: the arguments of `Noise2Same.train`, which documents them
+    (patch and global batch size, the step to stop at, checkpoint and log intervals, seed,
+    init_from, tf.distribute strategy, facts recorded in settings.json)."""
     patch_size: Sequence[int]
     batch_size: Optional[int] = None
     steps: int = 50000
@@ -282,8 +277,10 @@ def run(state: TrainingState, loss: Loss, images, validation, options: TrainOpti
 def _loop(state: TrainingState, loss: Loss, batches, start: int, options: TrainOptions,
           validation: Optional[np.ndarray], box: int, model_dir: str, label: str) -> None:
     """Run the steps; log every `log_steps`, save and validate every `save_steps` and at the
-    end; on KeyboardInterrupt save the current step and re-raise. In a cluster every worker
-    saves (reading distributed variables is collective) but only the chief's files are kept."""
+    end; on KeyboardInterrupt (Ctrl-C, or SIGTERM through n2s_app.cli.run: both wait for the
+    end of a step, utils/training/interrupts.py) save the current step and re-raise. In a
+    cluster every worker saves (reading distributed variables is collective) but only the
+    chief's files are kept."""
     chief, steps = is_chief(options.strategy), options.steps
     save_dir = model_dir if chief else tempfile.mkdtemp(prefix='worker-ckpt-')
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(state=state.variables), save_dir,
@@ -296,36 +293,39 @@ def _loop(state: TrainingState, loss: Loss, batches, start: int, options: TrainO
     bar = tqdm(total=steps, initial=start, disable=not (options.verbose and chief), unit='step',
                desc=label, dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
     saved = start
-    try:
-        for (terms, raw_pred, masked_pred), batch in batches:
+    with deferred_signals() as stop_if_asked:
+        try:
+            for (terms, raw_pred, masked_pred), batch in batches:
+                step = int(state.global_step.numpy())
+                bar.update(1)
+                if step % options.log_steps == 0 or step == steps:
+                    values = {k: float(v) for k, v in terms.items()}
+                    bar.set_postfix({k[:3]: f'{values[k]:.4f}' for k in ('loss',) + TERMS})
+                    with writer.as_default(step=step):
+                        for key, value in values.items():
+                            tf.summary.scalar(f'loss_metric/{key}' if key in TERMS else key,
+                                              value)
+                        image_summaries(state.dim, *batch, raw_pred, masked_pred)
+                if step % options.save_steps == 0 or step == steps:
+                    save_checkpoint(state, manager, step, model_dir)
+                    saved = step
+                    if validation is not None:
+                        _validate(state, loss, validation, box, eval_writer, step,
+                                  bar if chief else None)
+                stop_if_asked()
+        except KeyboardInterrupt:
             step = int(state.global_step.numpy())
-            bar.update(1)
-            if step % options.log_steps == 0 or step == steps:
-                values = {k: float(v) for k, v in terms.items()}
-                bar.set_postfix({k[:3]: f'{values[k]:.4f}' for k in ('loss',) + TERMS})
-                with writer.as_default(step=step):
-                    for key, value in values.items():
-                        tf.summary.scalar(f'loss_metric/{key}' if key in TERMS else key, value)
-                    image_summaries(state.dim, *batch, raw_pred, masked_pred)
-            if step % options.save_steps == 0 or step == steps:
+            if step > saved:
                 save_checkpoint(state, manager, step, model_dir)
-                saved = step
-                if validation is not None:
-                    _validate(state, loss, validation, box, eval_writer, step,
-                              bar if chief else None)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through n2s_app.cli.run
-        step = int(state.global_step.numpy())
-        if step > saved:
-            save_checkpoint(state, manager, step, model_dir)
-        bar.write(f'interrupted at step {step}; checkpoint {state.loaded} holds it',
-                  file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-        writer.flush()
-        eval_writer.flush()
-        if not chief:
-            shutil.rmtree(save_dir, ignore_errors=True)
+            bar.write(f'interrupted at step {step}; checkpoint {state.loaded} holds it',
+                      file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            writer.flush()
+            eval_writer.flush()
+            if not chief:
+                shutil.rmtree(save_dir, ignore_errors=True)
 
 
 def save_checkpoint(state: TrainingState, manager: tf.train.CheckpointManager, step: int,
