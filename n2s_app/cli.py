@@ -1,4 +1,5 @@
-"""What the scripts share: flags, settings resolved from the data set, one-line errors.
+"""What the scripts share: flags and their types, the parser, one-line errors and exit
+statuses (`run`), the default folders and model (run planning: n2s_app/train_plan.py).
 
 TensorFlow is imported only once the flags are parsed (`start_tensorflow`), so --help and flag
 errors are instant, and quietly (utils/core/tf_setup.py; N2S_TF_LOGS=1 shows its log lines).

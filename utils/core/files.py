@@ -1,5 +1,6 @@
 """Writing files and folders atomically: through a temporary one in the target's folder and a
-rename, so a reader never sees a partial one and an interrupted write leaves the old (or none)."""
+rename, so a reader never sees a partial one and an interrupted write leaves the old (or none);
+text, CSV and JSON (numpy numbers as JSON numbers, `to_builtin`) written so."""
 import csv
 import json
 import os

@@ -1,4 +1,5 @@
-"""Training input pipeline (REFERENCE.md section 2) and the TF1 Adam optimiser.
+"""Training input pipeline (REFERENCE.md section 2): patches, augmentation, stratified masks,
+the donut replacement (the optimiser: utils/training/optimizer.py).
 
 The batch at global step s is a pure function of (seed, s): stateless random ops seeded with
 [seed, s] choose images, crops, rotations, flips, mask points and masking noise. A resumed run

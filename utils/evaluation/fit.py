@@ -1,7 +1,7 @@
 """Does a model fit an image? Its training noise range against the image's noise level.
 
 Noise levels here are relative: the blind noise std over the image's std
-(`datasets.relative_noise`), the quantity a model sees after its per-image normalisation, so
+(`utils.core.noise.relative_noise`), the quantity a model sees after its per-image normalisation, so
 they compare across value ranges. Training records the range of its images (5th to 95th
 percentile) in settings.json as training.relative_noise = [low, high]; `test_single.py` and
 the web demo print one line when an image lies outside it by more than FIT_MARGIN, naming the

@@ -1,4 +1,5 @@
-"""Checkpoints: original TF1 Estimator checkpoints and this port's TF2 ones, and the settings JSON.
+"""Checkpoints: original TF1 Estimator checkpoints and this port's TF2 ones (settings.json:
+utils/core/settings.py; settings inferred from a TF1 checkpoint: `infer_settings`).
 
 Every variable of a model is known by its ORIGINAL TF1 name ('main_unet/first_convolution/kernel',
 '<weight>/Adam', 'beta1_power', 'global_step', ...). A TF1 checkpoint is read by those names; a
