@@ -22,7 +22,7 @@ tf = import_tensorflow()  # quietly, once; oneDNN as set by the caller (utils/co
 import numpy as np  # noqa: E402
 
 from network_configure import PRECISIONS  # noqa: E402
-from utils.core import settings  # noqa: E402
+from utils.core import settings as model_settings  # noqa: E402
 from utils.core.errors import CheckpointError  # noqa: E402
 from utils.core.noise import haar_noise_std  # noqa: E402
 from utils.data.pipeline import donut_average, mask_box_size, training_dataset  # noqa: E402
@@ -35,7 +35,7 @@ from utils.training import loop  # noqa: E402
 from utils.training.distribute import is_chief  # noqa: E402
 from utils.training.state import TrainingState  # noqa: E402
 
-training_config = settings.TRAINING_CONFIG  # the original's name for its learning-rate schedule
+training_config = model_settings.TRAINING_CONFIG  # the original's learning-rate schedule
 PER_IMAGE = 'per_image'  # the key of per-image terms (Noise2SamePro per_image)
 
 
@@ -116,7 +116,7 @@ class Noise2Same:
         self.base_dir, self.name = base_dir, name
         self.model_dir = os.path.join(base_dir, name)
         self.saved = saved_settings(self.model_dir)
-        resolved = settings.resolve_model(
+        resolved = model_settings.resolve_model(
             {'dim': dim, 'in_channels': in_channels, 'lmbd': lmbd, 'masking': masking,
              'mask_perc': mask_perc, 'normalisation': normalisation, 'net_config': net_config,
              'opt_config': opt_config}, self.saved, self.model_dir)
@@ -288,7 +288,7 @@ class Noise2Same:
         self.before_training(source_lst, options.patch_size, options.batch_size)
         if is_chief(options.strategy):
             backup_tf1_state(self.model_dir)
-            settings.write_settings(self.model_dir, self.settings())
+            model_settings.write_settings(self.model_dir, self.settings())
         loop.run(self.train_state, self._loss, source_lst, validation, options, start,
                  self.model_dir, self.opt_config, self.mask_perc,
                  f'{type(self).__name__} {self.name}',
@@ -358,7 +358,7 @@ class Noise2Same:
         path = checkpoint_path or latest_checkpoint(self.model_dir)
         if path is None:
             raise CheckpointError(f"no checkpoint in {self.model_dir} to export")
-        saved = settings.read_settings(self.model_dir) or self.settings()
+        saved = model_settings.read_settings(self.model_dir) or self.settings()
         return self.train_state.export_weights(path, folder, saved)
 
 
@@ -390,10 +390,10 @@ class Noise2SamePro(Noise2Same):
                  **kwargs):
         super().__init__(*args, **kwargs)
         if self.saved.get('class') != type(self).__name__:  # e.g. phase one's Noise2Same
-            self.saved = {k: v for k, v in self.saved.items() if k not in settings.PRO_KEYS}
-        given = {'sigma_grad': sigma_grad, 'guard': guard, 'per_image': per_image,
-                 'sigma_floor': sigma_floor}
-        pro = {k: settings.resolve(k, v, self.saved, self.model_dir) for k, v in given.items()}
+            self.saved = {k: v for k, v in self.saved.items() if k not in model_settings.PRO_KEYS}
+        pro = {key: model_settings.resolve(key, value, self.saved, self.model_dir) for key, value
+               in (('sigma_grad', sigma_grad), ('guard', guard), ('per_image', per_image),
+                   ('sigma_floor', sigma_floor))}
         self.sigma_grad, self.guard = bool(pro['sigma_grad']), bool(pro['guard'])
         self.per_image, floor = bool(pro['per_image']), pro['sigma_floor']
         self.sigma_floor = floor if self.guard and not self.per_image else None
@@ -445,6 +445,6 @@ def load_model(base_dir: str, name: str, **kwargs) -> Noise2Same:
     """The model in base_dir/name as the class it was trained as (settings.json 'class':
     Noise2Same or Noise2SamePro, whose loss differs), e.g. for `n2s_app.adapt`; kwargs such as
     precision go to the constructor."""
-    saved = settings.read_settings(os.path.join(base_dir, name)) or {}
+    saved = model_settings.read_settings(os.path.join(base_dir, name)) or {}
     cls = Noise2SamePro if saved.get('class') == Noise2SamePro.__name__ else Noise2Same
     return cls(base_dir, name, **kwargs)
