@@ -4,6 +4,7 @@
     python download.py --dataset bsd68 --from ../shared/data/bsd68  # built from local PNG folders
     python download.py --dataset bsd68 --source dncnn               # built from the DnCNN repository's PNGs
     python download.py --dataset bsd68-blind --from ../shared/data/bsd68  # training sigma 0..55
+    python download.py --dataset bsd68-mixed --from ../shared/data/bsd68  # and Poisson-Gaussian
     python download.py --dataset bsd68 --from ../shared/data/bsd68 --sigma 10  # into Denoising_data/sigma10
 
 BSD68 built from PNGs (--from or --source dncnn): utils/data/bsd68_build.py says how (fixed noise
@@ -42,10 +43,9 @@ def build_bsd68(args: argparse.Namespace) -> None:
     dncnn)."""
     from tqdm.auto import tqdm
 
-    from utils.data.datasets import BLIND_SIGMA
-    blind = args.dataset == 'bsd68-blind'
+    from utils.data.datasets import BLIND_SIGMA, MIXED_NOISE
     folder = os.path.join(args.data_dir, DATASETS[args.dataset].folder or 'BSD68')
-    sigma = BLIND_SIGMA if blind else args.sigma
+    sigma = {'bsd68-blind': BLIND_SIGMA, 'bsd68-mixed': MIXED_NOISE}.get(args.dataset, args.sigma)
     if args.from_dir:
         bsd68_build.build_bsd68(args.from_dir, folder, sigma)
     else:
@@ -69,11 +69,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                         'training and test images on 0..255 (default 25, the original); another '
                         'value builds into DATA_DIR/sigmaS unless --data-dir is given')
     args = p.parse_args(argv)
-    built = ('bsd68', 'bsd68-blind')
+    built = ('bsd68', 'bsd68-blind', 'bsd68-mixed')
     if (args.from_dir or args.source == 'dncnn') and args.dataset not in built:
-        p.error('--from and --source dncnn build bsd68 and bsd68-blind only')
-    if args.dataset == 'bsd68-blind' and not (args.from_dir or args.source == 'dncnn'):
-        p.error('bsd68-blind is built from the BSD68 PNGs: pass --from DIR or --source dncnn')
+        p.error('--from and --source dncnn build bsd68, bsd68-blind and bsd68-mixed only')
+    if args.dataset in built[1:] and not (args.from_dir or args.source == 'dncnn'):
+        p.error(f'{args.dataset} is built from the BSD68 PNGs: pass --from DIR or --source dncnn')
     if args.sigma is not None and not (args.dataset == 'bsd68' and (
             args.from_dir or args.source == 'dncnn')):
         p.error('--sigma needs --dataset bsd68 built from its PNGs (--from DIR or --source dncnn)')

@@ -37,7 +37,6 @@ def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray]
     per image of adapting to the largest step count, scoring excluded) of adapting `model` to
     each noisy image with `lr` and the loss's noise level `lmbd` (n2s_app.adapt)."""
     from utils.evaluation.metrics import PSNR
-    from utils.prediction.refine import refine
     wanted = sorted(set(steps))
     scores = {s: {'plain': [], 'refined': []} for s in [0] + wanted}
     scoring = adapting = 0.0
@@ -48,7 +47,7 @@ def adapt_scores(model, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray]
                 started = time.time()
                 f = model.predict(x)
                 scores[done]['plain'].append(PSNR(c, f))
-                scores[done]['refined'].append(PSNR(c, refine(x, f)))
+                scores[done]['refined'].append(PSNR(c, model.predictor.refine(x, f)[0]))
                 scoring += time.time() - started
         score(0)
         started, scored_before = time.time(), scoring

@@ -1,21 +1,28 @@
-"""Noise-level benchmark: PSNR against the noise sigma for every grey 2D model of trained_models/
-(network output, and with `--refine`), the noisy input, NLM and BM3D with the known sigma.
+"""Noise-level benchmark: PSNR against the noise level for every grey 2D model of trained_models/
+(network output, and with `--refine`), the noisy input, NLM and BM3D.
 
     python -m benchmarks.noise_levels             # BSD68's 68 test images, sigma 5 10 15 25 35 50
+    python -m benchmarks.noise_levels --poisson   # the same images, Poisson-Gaussian noise
     python -m benchmarks.noise_levels --colour    # colour photographs bundled with scikit-image
-    python -m benchmarks.noise_levels --tune --from ../shared/data/bsd68   # the refinement window
 
-Noise: Gaussian, numpy `default_rng(9000 + sigma)` (test images; `--tune`: 9100 + sigma, three
-draws per image), drawn for the images in their order, float, unclipped, on 0..255. Models see
+Noise: Gaussian, numpy `default_rng(9000 + sigma)` (test images), drawn for the images in their order, float, unclipped, on 0..255. Models see
 the noisy float image exactly as `Noise2Same.predict` takes it (what test_single.py feeds them
 from a file, before rounding). NLM is `utils.evaluation.baselines.nlm` (blind, `estimate_sigma`); BM3D is
-given the true sigma (its best case) and, being slow, runs on every `--bm3d-every`-th image
-only: the second table compares every method on that subset. Classical results are cached per
+given the true sigma (its best case) or the blind estimate and, being slow, runs on every
+`--bm3d-every`-th image only: the second table compares every method on that subset.
+
+--poisson: x = (Poisson(clean / 255 * peak) + N(0, read^2)) / peak * 255 for peaks 1 3 10 30
+100 photons and read noise 0 and 2 photons (`bsd68_build.poisson_gaussian`, numpy
+default_rng([9000, 10 * peak, 10 * read])); the classical answers are NLM (blind) and NLM and
+BM3D on the generalised Anscombe transform with the known peak and read noise
+(`baselines.on_anscombe`). Every table is followed by the number of images each method
+returned below their noisy input, and the refinement's estimated gain is compared with the
+true one (`gain.md`). Classical results are cached per
 image in --out/classical.csv, so a rerun only computes what is missing.
 
 Writes --out/table.md, results.csv (per image) and noise_levels.png (PSNR against sigma; `--report`
 remakes the table and plot from results.csv); with --colour colour.md/colour.csv/colour.png
-(`--report --colour` remakes them from colour.csv); with --tune tune.md. run.json and
+(`--report --colour` remakes them from colour.csv); with --poisson poisson.md/poisson.csv/poisson.png. run.json and
 colour_run.json record the machine and date the rows were measured on. Seconds per image are
 wall times on this machine with whatever ran beside (the table says so).
 """
@@ -35,10 +42,34 @@ from utils.prediction.photo import COLOUR_MODES, denoise_array
 from utils.prediction.predictor import PredictOptions
 
 SIGMAS = (5, 10, 15, 25, 35, 50)
+PEAKS, READS = (1, 3, 10, 30, 100), (0, 2)  # --poisson: photons at the brightest value, read noise
 COLOUR_SIGMAS = (15, 30)
 COLOUR_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry')
-TUNE_WINDOWS = (5, 7, 9, 13, 17, 21, 29)
 NOISY, NLM, BM3D = 'noisy input', 'NLM (blind)', 'BM3D (known sigma)'
+BM3D_BLIND = 'BM3D (blind sigma)'
+NLM_GAT, BM3D_GAT = 'NLM on Anscombe (known)', 'BM3D on Anscombe (known)'
+
+
+def key(setting) -> str:
+    """A noise setting as the results store it: 'S' for Gaussian sigma S, else its label."""
+    return setting if isinstance(setting, str) else f'{setting:g}'
+
+
+def heading(setting) -> str:
+    return setting if isinstance(setting, str) else f'sigma {setting:g}'
+
+
+def poisson_settings() -> List[Tuple[str, float, float]]:
+    """(label, peak, read) of --poisson, from the noisiest."""
+    return [(f'peak {p:g}' + (f', read {r:g}' if r else ''), float(p), float(r))
+            for r in READS for p in PEAKS]
+
+
+def poisson_images(clean: Sequence[np.ndarray], peak: float, read: float) -> List[np.ndarray]:
+    """Each clean image through `bsd68_build.poisson_gaussian` with default_rng([9000,
+    round(10 * peak), round(10 * read)]), drawn in order; float64 on 0..255."""
+    rng = np.random.default_rng([9000, int(round(10 * peak)), int(round(10 * read))])
+    return [bsd68_build.poisson_gaussian(c, peak, read, rng) for c in clean]
 
 
 def noisy_images(clean: Sequence[np.ndarray], sigma: float, seed: int = 9000,
@@ -84,36 +115,38 @@ class Results:
         if cache and os.path.exists(cache):
             import csv
             with open(cache, newline='') as f:
-                self.cache = {(r['method'], r['sigma'], r['image']): r for r in csv.DictReader(f)}
+                self.cache = {(r['method'], r['sigma'], r['image']): {'gain_estimate': '', **r}
+                              for r in csv.DictReader(f)}
 
-    def add(self, method: str, sigma: float, image: str, clean: np.ndarray, output: np.ndarray,
-            seconds: float) -> Dict:
+    def add(self, method: str, sigma, image: str, clean: np.ndarray, output: np.ndarray,
+            seconds: float, gain: Optional[float] = None) -> Dict:
+        """One row; `gain`: the refinement's estimated PSNR gain over the input (dB)."""
         from utils.evaluation.metrics import PSNR, SSIM
-        row = {'method': method, 'sigma': f'{sigma:g}', 'image': image,
+        row = {'method': method, 'sigma': key(sigma), 'image': image,
                'psnr': round(PSNR(clean, output), 3), 'ssim': round(SSIM(clean, output), 4),
-               'seconds': round(seconds, 3)}
+               'seconds': round(seconds, 3), 'gain_estimate': '' if gain is None else round(gain, 3)}
         self.rows.append(row)
         return row
 
     def classical(self, method: str, sigma: float, image: str, clean: np.ndarray,
                   denoise: Callable[[], np.ndarray]) -> None:
-        key = (method, f'{sigma:g}', image)
-        if key in self.cache:
-            row = self.cache[key]
+        cached = (method, key(sigma), image)
+        if cached in self.cache:
+            row = self.cache[cached]
             self.rows.append({**row, 'psnr': float(row['psnr']), 'ssim': float(row['ssim']),
                               'seconds': float(row['seconds'])})
             return
         start = time.perf_counter()
         output = denoise()
-        self.cache[key] = self.add(method, sigma, image, clean, output,
+        self.cache[cached] = self.add(method, sigma, image, clean, output,
                                    time.perf_counter() - start)
         if self.cache_path:  # after every image: an interrupted run keeps what it measured
             write_csv_atomic(self.cache_path, list(self.cache.values()))
 
-    def mean(self, method: str, sigma: float, key: str = 'psnr',
+    def mean(self, method: str, sigma, field: str = 'psnr',
              images: Optional[set] = None) -> Optional[float]:
-        values = [r[key] for r in self.rows if r['method'] == method and r['sigma'] == f'{sigma:g}'
-                  and (images is None or r['image'] in images)]
+        values = [r[field] for r in self.rows if r['method'] == method
+                  and r['sigma'] == key(sigma) and (images is None or r['image'] in images)]
         return float(np.mean(values)) if values else None
 
     def methods(self) -> List[str]:
@@ -122,10 +155,17 @@ class Results:
     def paired(self, method: str, reference: str, sigma: float) -> Optional[float]:
         """Mean over the images both were run on of PSNR(method) - PSNR(reference)."""
         psnr = lambda m: {r['image']: r['psnr'] for r in self.rows
-                          if r['method'] == m and r['sigma'] == f'{sigma:g}'}
+                          if r['method'] == m and r['sigma'] == key(sigma)}
         mine, theirs = psnr(method), psnr(reference)
         common = sorted(set(mine) & set(theirs))
         return float(np.mean([mine[i] - theirs[i] for i in common])) if common else None
+
+    def below_input(self, method: str, sigma) -> Optional[int]:
+        """How many images `method` returned below their noisy input's PSNR at `sigma`."""
+        psnr = lambda m: {r['image']: r['psnr'] for r in self.rows
+                          if r['method'] == m and r['sigma'] == key(sigma)}
+        mine, noisy = psnr(method), psnr(NOISY)
+        return sum(mine[i] < noisy[i] for i in mine if i in noisy) if mine else None
 
     def count(self, method: str, images: Optional[set] = None) -> int:
         return len({r['image'] for r in self.rows if r['method'] == method
@@ -144,31 +184,41 @@ class Results:
         with open(path, newline='') as f:
             results.rows = [{**r, 'psnr': float(r['psnr']), 'ssim': float(r['ssim']),
                              'seconds': float(r['seconds'])} for r in csv.DictReader(f)]
+        for row in results.rows:
+            row['gain_estimate'] = row.get('gain_estimate') or ''
         return results
 
 
-def run_models(results: Results, names: List[str], model_dir: str, sigma: float,
+def run_models(results: Results, names: List[str], model_dir: str, sigma,
                images: List[Tuple[str, np.ndarray, np.ndarray]], denoise=None,
                tag: str = '') -> None:
-    """Each model's network output and its refinement (`utils.prediction.refine`) on (name, clean, noisy)
-    images, as methods '<name><tag>' and '<name><tag> --refine'; `denoise(model, noisy) ->
-    output` (default `model.predict`). The refinement reuses the network output (what
-    `predict(refine=True)` computes); its time includes the network's."""
+    """Each model's network output and its refinement (`Predictor.refine`) on (name, clean,
+    noisy) images, as methods '<name><tag>' and '<name><tag> --refine'; `denoise(predictor,
+    noisy) -> output` (default `predictor.predict`). The refinement reuses the network output
+    (what `predict(refine=True)` computes); its time includes the network's."""
     from models import load_model
-    from utils.prediction.refine import refine
+    from utils.prediction.refine import refine_with_report
     for name in names:
-        model = load_model(model_dir, name)
-        predict = denoise or (lambda m, x: m.predict(x))
-        predict(model, images[0][2])  # warm-up (tracing), not timed
+        predictor = load_model(model_dir, name).restored_predictor()
+        predict = denoise or (lambda p, x: p.predict(x))
+        predict(predictor, images[0][2])  # warm-up (tracing), not timed
         for image, clean, noisy in images:
             start = time.perf_counter()
-            output = predict(model, noisy)
+            output = predict(predictor, noisy)
             seconds = time.perf_counter() - start
             results.add(name + tag, sigma, image, clean, output, seconds)
             start = time.perf_counter()
-            refined = refine(noisy, output, channel_axis=-1 if noisy.ndim == 3 else None)
+            if noisy.ndim == 3 and predictor.in_channels == 1:  # colour with a grey model
+                refined, reports = refine_with_report(
+                    noisy, output, divergence=predictor.divergence(
+                        ((noisy[..., :1] - noisy.mean()) / noisy.std()).astype(np.float32)),
+                    channel_axis=-1)
+            else:
+                refined, reports = predictor.refine(noisy, output)
+            gains = [r.gain_db for r in reports]
             results.add(f'{name}{tag} --refine', sigma, image, clean, refined,
-                        seconds + time.perf_counter() - start)
+                        seconds + time.perf_counter() - start,
+                        gain=None if None in gains or len(gains) != 1 else gains[0])
 
 
 # ----------------------------------------------------------------------------- report
@@ -182,8 +232,8 @@ def table(results: Results, sigmas: Sequence[float], title: str,
     full = [m for m in methods if results.label(m, images) == m]  # bold only among these
     best = [max(means[m][i] for m in full if means[m][i] is not None) for i in range(len(sigmas))]
     at = seconds_at if seconds_at in sigmas else sigmas[len(sigmas) // 2]
-    lines = [title, '', '| method | ' + ' | '.join(f'sigma {s:g}' for s in sigmas)
-             + f' | SSIM at {at:g} | s/image |', '|---' * (len(sigmas) + 3) + '|']
+    lines = [title, '', '| method | ' + ' | '.join(heading(s) for s in sigmas)
+             + f' | SSIM at {key(at)} | s/image |', '|---' * (len(sigmas) + 3) + '|']
     for m in methods:
         if all(v is None for v in means[m]):
             continue
@@ -193,6 +243,46 @@ def table(results: Results, sigmas: Sequence[float], title: str,
         lines.append(f'| {results.label(m, images)} | ' + ' | '.join(cells) + ' | '
                      + ('-' if ssim is None else f'{ssim:.4f}') + ' | '
                      + ('-' if seconds is None or m == NOISY else f'{seconds:.2f}') + ' |')
+    return '\n'.join(lines)
+
+
+def below_table(results: Results, sigmas: Sequence, title: str) -> str:
+    """Markdown: per method and setting, how many images came back below their noisy input
+    (of how many it ran on)."""
+    lines = [title, '', '| method | ' + ' | '.join(heading(s) for s in sigmas) + ' |',
+             '|---' * (len(sigmas) + 1) + '|']
+    for m in results.methods():
+        if m == NOISY:
+            continue
+        cells = []
+        for s in sigmas:
+            n = results.below_input(m, s)
+            total = len({r['image'] for r in results.rows if r['method'] == m
+                         and r['sigma'] == key(s)})
+            cells.append('-' if n is None else f'{n} of {total}')
+        lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def gain_table(results: Results, sigmas: Sequence, title: str) -> str:
+    """Markdown: per refined method and setting, the median and the largest absolute error of
+    the refinement's estimated gain over the input against the true one (dB), and the share of
+    images it was estimated on."""
+    lines = [title, '', '| method | ' + ' | '.join(heading(s) for s in sigmas) + ' |',
+             '|---' * (len(sigmas) + 1) + '|']
+    for m in results.methods():
+        if not m.endswith('--refine'):
+            continue
+        cells = []
+        for s in sigmas:
+            noisy = {r['image']: r['psnr'] for r in results.rows
+                     if r['method'] == NOISY and r['sigma'] == key(s)}
+            rows = [r for r in results.rows if r['method'] == m and r['sigma'] == key(s)]
+            errors = [abs(float(r['gain_estimate']) - (r['psnr'] - noisy[r['image']]))
+                      for r in rows if r['gain_estimate'] != '' and r['image'] in noisy]
+            cells.append('-' if not errors else
+                         f'{np.median(errors):.2f} / {max(errors):.2f} ({len(errors)}/{len(rows)})')
+        lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -209,6 +299,8 @@ def plot(results: Results, sigmas: Sequence[float], path: str, title: str,
     methods = [m for m in results.methods() if shown(m)]
     index = {m: i for i, m in enumerate(m for m in methods if m != NOISY)}
     highest = 0.0
+    numeric = not any(isinstance(s, str) for s in sigmas)
+    xs = list(sigmas) if numeric else list(range(len(sigmas)))
     for method in methods:
         if method == NOISY:
             style = dict(color='grey', linestyle=':')
@@ -216,18 +308,22 @@ def plot(results: Results, sigmas: Sequence[float], path: str, title: str,
             i, classical = index[method], 'NLM' in method or 'BM3D' in method
             style = dict(color=palette[i % len(palette)],
                          linestyle='--' if classical else '-' if i < len(palette) else '-.')
-        points = [(s, results.mean(method, s)) for s in sigmas]
-        ax.plot(*zip(*[(s, v) for s, v in points if v is not None]), marker='o', markersize=3,
+        points = [(x, results.mean(method, s)) for x, s in zip(xs, sigmas)]
+        ax.plot(*zip(*[(x, v) for x, v in points if v is not None]), marker='o', markersize=3,
                 label=results.label(method), **style)
-        points = [(s, v) for s, v in ((s, results.paired(method, reference, s)) for s in sigmas)
-                  if v is not None]
+        points = [(x, v) for x, v in ((x, results.paired(method, reference, s))
+                                      for x, s in zip(xs, sigmas)) if v is not None]
         gain.plot(*zip(*points), marker='o', markersize=3, **style)
         highest = max([highest] + [v for _, v in points])
-    ax.set_xlabel('noise sigma (0..255)')
+    xlabel = 'noise sigma (0..255)' if numeric else 'noise'
+    for axis in (ax, gain):
+        axis.set_xlabel(xlabel)
+        if not numeric:
+            axis.set_xticks(xs)
+            axis.set_xticklabels([heading(s) for s in sigmas], rotation=45, ha='right', fontsize=7)
     ax.set_ylabel('PSNR (dB)')
-    gain.set_xlabel('noise sigma (0..255)')
     gain.set_ylabel(f'PSNR minus {reference} on the same images (dB)')
-    gain.set_ylim(-4, max(2.5, highest + 0.3))
+    gain.set_ylim(-4 if numeric else -8, max(2.5, highest + 0.3))
     gain.axhline(0, color='black', linewidth=0.8)
     gain.grid(alpha=0.3)
     finish_plot(fig, ax, path, title, legend_size=7)
@@ -252,6 +348,7 @@ def grey_benchmark(args, out: str) -> None:
             results.classical(NLM, sigma, name, clean, lambda: nlm(x))
             if name in subset and not args.no_bm3d:
                 results.classical(BM3D, sigma, name, clean, lambda: bm3d(x, sigma))
+                results.classical(BM3D_BLIND, sigma, name, clean, lambda: bm3d(x))
         run_models(results, names, args.model_dir, sigma, images)
     write_run(out, 'run.json')
     grey_report(results, args, out)
@@ -281,11 +378,64 @@ def grey_report(results: Results, args, out: str) -> None:
         text += '\n\n' + table(results, args.sigmas,
                                f'### The same on the BM3D subset: every {args.bm3d_every}th image '
                                f'({len(subset)} images)', images=subset, seconds_at=25)
+    text += '\n\n' + below_table(results, args.sigmas, '### Images below their noisy input')
     text += ('\n\ns/image: wall time of one image at sigma 25 (network: prediction of the '
              'whole image; --refine: prediction and refinement), on the machine named above '
              'with whatever ran beside it.\n')
+    write_text_atomic(os.path.join(out, 'gain.md'), gain_table(
+        results, args.sigmas, "### The refinement's estimated gain over the input: median / "
+        "largest absolute error against the true gain (dB) (images with an estimate / all)")
+        + '\n')
     finish(results, text, args.sigmas, out, 'table.md', 'results.csv', 'noise_levels.png',
            f'BSD68 ({len(names)} test images); {machine}')
+
+
+def poisson_benchmark(args, out: str) -> None:
+    from tqdm.auto import tqdm
+
+    from utils.data.datasets import DATASETS
+    from utils.evaluation.baselines import bm3d, nlm, on_anscombe
+    tests = DATASETS['bsd68'].test_images(args.data_dir)[:args.images]
+    names = args.names or grey_models(args.model_dir)
+    results = Results(os.path.join(out, 'poisson_classical.csv'))
+    subset = {t.name for t in tests[::args.bm3d_every]}
+    for label, peak, read in tqdm(poisson_settings(), desc='noise settings', unit='setting'):
+        noisy = poisson_images([np.asarray(t.clean, np.float64) for t in tests], peak, read)
+        images = [(t.name, t.clean, n) for t, n in zip(tests, noisy)]
+        for name, clean, x in images:
+            results.add(NOISY, label, name, clean, x, 0.0)
+            results.classical(NLM, label, name, clean, lambda: nlm(x))
+            results.classical(NLM_GAT, label, name, clean, lambda: on_anscombe(
+                lambda z: nlm(z, sigma=1.0), x, peak, read))
+            if name in subset and not args.no_bm3d:
+                results.classical(BM3D_GAT, label, name, clean, lambda: on_anscombe(
+                    lambda z: bm3d(z, 1.0), x, peak, read))
+        run_models(results, names, args.model_dir, label, images)
+    write_run(out, 'poisson_run.json')
+    poisson_report(results, args, out)
+
+
+def poisson_report(results: Results, args, out: str) -> None:
+    """poisson.md, poisson_gain.md and poisson.png of the --poisson rows (also `--report
+    --poisson`)."""
+    settings = [label for label, _, _ in poisson_settings()]
+    names = sorted({r['image'] for r in results.rows})
+    subset = {r['image'] for r in results.rows if r['method'] == BM3D_GAT}
+    run = read_run(out, 'poisson_run.json')
+    title = (f"BSD68 test images ({len(names)}), Poisson-Gaussian noise (peak photons, read "
+             f"noise std in photons); mean PSNR (dB); {run['machine']}, {run['date']}")
+    text = table(results, settings, f'### {title}', seconds_at='peak 10')
+    if subset:
+        text += '\n\n' + table(results, settings,
+                               f'### The same on the BM3D subset: every {args.bm3d_every}th image '
+                               f'({len(subset)} images)', images=subset, seconds_at='peak 10')
+    text += '\n\n' + below_table(results, settings, '### Images below their noisy input') + '\n'
+    write_text_atomic(os.path.join(out, 'poisson_gain.md'), gain_table(
+        results, settings, "### The refinement's estimated gain over the input: median / largest "
+        "absolute error against the true gain (dB) (images with an estimate / all)") + '\n')
+    finish(results, text, settings, out, 'poisson.md', 'poisson.csv', 'poisson.png',
+           f'BSD68 ({len(names)} test images), Poisson-Gaussian; {run["machine"]}',
+           reference=NLM_GAT)
 
 
 def colour_photos(names: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
@@ -313,8 +463,8 @@ def colour_benchmark(args, out: str) -> None:
                                   lambda: bm3d_rgb(x, sigma))
         for mode in COLOUR_MODES:
             run_models(results, names, args.model_dir, sigma, images, tag=f' [{mode}]',
-                       denoise=lambda m, x, mode=mode: denoise_array(
-                           m.restored_predictor(), x, PredictOptions(colour=mode)))
+                       denoise=lambda p, x, mode=mode: denoise_array(
+                           p, x, PredictOptions(colour=mode)))
     write_run(out, 'colour_run.json')
     colour_report(results, args, out)
 
@@ -333,44 +483,6 @@ def colour_report(results: Results, args, out: str) -> None:
     finish(results, text, args.colour_sigmas, out, 'colour.md', 'colour.csv', 'colour.png',
            f'colour photographs, [opponent] mode (both modes: colour.md); '
            f'{machine}', reference='colour NLM (blind)', shown=lambda m: '[channels]' not in m)
-
-
-def tune(args, out: str) -> None:
-    """Mean PSNR of the refinement per window and sigma on the held-out BSD68 validation
-    images (test_397 .. test_400 of the training PNGs, never trained on), three noise draws
-    each, with each model of --names; prints and writes tune.md."""
-    from models import load_model
-    from utils.core.noise import relative_noise
-    from utils.evaluation.metrics import PSNR
-    from utils.prediction.refine import refine, window_for
-    clean = validation_clean(args.from_dir)
-    names = bsd68_build.TRAIN_NAMES[-bsd68_build.N_VALIDATION:]
-    models = args.names or [cli.DEFAULT_MODEL]
-    lines = ['### Refinement window on the BSD68 validation images '
-             f"({', '.join(names)}; 3 noise draws each, default_rng(9100 + sigma)); mean PSNR (dB)",
-             '', '| model | sigma | relative noise | network | ' +
-             ' | '.join(f'w {w}' for w in args.windows) + ' | window_for |',
-             '|---' * (len(args.windows) + 5) + '|']
-    for name in models:
-        model = load_model(args.model_dir, name)
-        for sigma in args.sigmas:
-            noisy = noisy_images(clean, sigma, seed=9100, draws=3)
-            truth = [c for c in clean for _ in range(3)]
-            outputs = [model.predict(x) for x in noisy]
-            rel = float(np.mean([relative_noise(x) for x in noisy]))
-            base = np.mean([PSNR(c, f) for c, f in zip(truth, outputs)])
-            scores = [np.mean([PSNR(c, refine(x, f, window=w))
-                               for c, x, f in zip(truth, noisy, outputs)]) for w in args.windows]
-            chosen = np.mean([PSNR(c, refine(x, f)) for c, x, f in zip(truth, noisy, outputs)])
-            best = int(np.argmax(scores))
-            cells = [f'**{s:.2f}**' if i == best else f'{s:.2f}' for i, s in enumerate(scores)]
-            lines.append(f'| {name} | {sigma:g} | {rel:.3f} | {base:.2f} | ' + ' | '.join(cells)
-                         + f' | {chosen:.2f} (w {window_for(rel)}) |')
-            print(lines[-1], flush=True)
-    lines += ['', f'relative noise: blind noise std / image std (`datasets.relative_noise`), '
-              f'the quantity `utils.prediction.refine.window_for` maps to a window; {environment.machine_label()}.']
-    write_text_atomic(os.path.join(out, 'tune.md'), '\n'.join(lines) + '\n')
-    print(f"wrote {os.path.join(out, 'tune.md')}")
 
 
 def finish(results: Results, text: str, sigmas, out: str, md: str, csv_name: str, png: str,
@@ -398,26 +510,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--no-bm3d', action='store_true', help='skip BM3D')
     p.add_argument('--colour', action='store_true', help='the colour photographs instead')
     p.add_argument('--colour-sigmas', type=float, nargs='+', default=list(COLOUR_SIGMAS))
-    p.add_argument('--tune', action='store_true',
-                   help='choose the refinement window on the validation images instead')
-    p.add_argument('--from', dest='from_dir', metavar='DIR', default=None,
-                   help='--tune: the BSD68 PNG folders (as for download.py --from)')
-    p.add_argument('--windows', type=cli.positive_int, nargs='+', default=list(TUNE_WINDOWS),
-                   help='--tune: the windows to compare')
+    p.add_argument('--poisson', action='store_true',
+                   help='Poisson-Gaussian noise (peaks 1..100, read noise 0 and 2) instead')
     p.add_argument('--report', action='store_true',
                    help='only remake table.md and noise_levels.png from --out/results.csv '
-                        '(with --colour: colour.md and colour.png from colour.csv)')
+                        '(with --colour: colour.md and colour.png from colour.csv; with '
+                        '--poisson: poisson.md and poisson.png from poisson.csv)')
     p.add_argument('--out', default='results/noise_levels', help='output folder')
     args = p.parse_args(argv)
     if args.report:
         if args.colour:
             return colour_report(Results.read(os.path.join(args.out, 'colour.csv')), args,
                                  args.out)
+        if args.poisson:
+            return poisson_report(Results.read(os.path.join(args.out, 'poisson.csv')), args,
+                                  args.out)
         return grey_report(Results.read(os.path.join(args.out, 'results.csv')), args, args.out)
+    if args.colour and args.poisson:
+        p.error('--colour and --poisson are two benchmarks: run them one after the other')
     cli.start_tensorflow(training=False)
     os.makedirs(args.out, exist_ok=True)
-    if args.tune:
-        tune(args, args.out)
+    if args.poisson:
+        poisson_benchmark(args, args.out)
     elif args.colour:
         colour_benchmark(args, args.out)
     else:

@@ -14,6 +14,7 @@ from utils.evaluation import fit
 from utils.evaluation.figure import save_figure_atomic
 from utils.prediction.photo import denoise, model_input, output_pixels
 from utils.prediction.predictor import PredictOptions
+from utils.prediction.refine import describe
 
 UNFIT_SHOWN = 5  # several inputs: the summary names this many of those outside the model's range
 
@@ -58,7 +59,8 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
                  note: Callable[[str], None] = print) -> None:
     """Read, denoise and write one file (atomically); ValueError/OSError name the problem.
     `note` gets the one-line model-fit note (utils/evaluation/fit.py) when the image's noise
-    level lies outside the model's training range, before the (possibly slow) denoising."""
+    level lies outside the model's training range, before the (possibly slow) denoising, and
+    the refinement's line (`refine.describe`) after it."""
     image = image_io.read_image(plan['input'])
     image_io.check_format(plan['output'], image.dtype)
     grey = model_input(image, model.in_channels, keep_colour=False)
@@ -68,7 +70,10 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
         note(message)
     with adapt.adapted(model, grey, args.adapt, args.adapt_lr, lmbd=args.adapt_lmbd) \
             if args.adapt else nullcontext():
-        x, denoised = denoise(model.restored_predictor(), image, predict_options(args))
+        reports: List = []
+        x, denoised = denoise(model.restored_predictor(), image, predict_options(args), reports)
+    if reports:
+        note(f"{os.path.basename(plan['input'])}: {describe(reports)}")
     image_io.write_image_atomic(plan['output'], output_pixels(denoised, image))
     if plan['figure']:
         save_figure_atomic(plan['figure'], x, image_io.to_dtype(denoised, image.pixels),
@@ -87,6 +92,9 @@ def denoise_all(model, plans: List[Dict[str, Optional[str]]], args) -> None:
                mininterval=1 if sys.stderr.isatty() else 30)
 
     def note(message: str) -> None:  # about the loop's current `plan`
+        if not message.startswith('note:'):  # the refinement's line of each image
+            bar.write(message)
+            return
         if not unfit:
             bar.write(message)
         unfit.append(plan['input'])

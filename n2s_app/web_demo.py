@@ -24,6 +24,7 @@ from utils.evaluation.metrics import PSNR, SSIM
 from utils.model_io.checkpoints import latest_checkpoint
 from utils.prediction.photo import denoise, model_input, output_pixels
 from utils.prediction.predictor import PredictOptions
+from utils.prediction.refine import describe
 
 MAX_PIXELS = 25_000_000  # larger uploads are refused (test_single.py tiles any size)
 MAX_UPLOAD = '200mb'  # Gradio refuses larger uploads before storing them
@@ -161,8 +162,9 @@ class DenoiseService:
                                                 f'adapting to the image: step {done}/{steps}')
             with adapted(model, grey, adapt_steps, progress=step) if adapt_steps else \
                     contextlib.nullcontext():
+                reports: list = []
                 x, denoised = denoise(model.restored_predictor(), image,
-                                      PredictOptions(tta=tta, refine=refine))
+                                      PredictOptions(tta=tta, refine=refine), reports)
         seconds = time.time() - started
         progress(0.9, 'writing')
         out = self._write(path, output_pixels(denoised, image))
@@ -178,6 +180,8 @@ class DenoiseService:
             report += (f"; Gaussian noise sigma {sigma:g} added. PSNR / SSIM against the clean "
                        f"upload: noisy {self._scores(reference, x, data_range)}, denoised "
                        f"{self._scores(reference, denoised, data_range)}")
+        if reports:
+            report += '. ' + describe(reports)[0].upper() + describe(reports)[1:]
         if note:
             report += '. ' + note[0].upper() + note[1:]
         return Result(to_view(x, low, high), to_view(denoised, low, high), out, report)

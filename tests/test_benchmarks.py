@@ -108,7 +108,6 @@ def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_pat
         rows = {(r['method'], r['image']): float(r['psnr']) for r in csv.DictReader(f)}
     from models import load_model
     from utils.data.datasets import DATASETS
-    from utils.prediction.refine import refine
     model = load_model(str(ROOT / 'trained_models'), 'demo32-N2S')
     rng = np.random.default_rng(9010)
     for image in DATASETS['bsd68'].test_images(str(data))[:2]:
@@ -117,7 +116,7 @@ def test_noise_level_benchmark_scores_against_independent_recomputations(tmp_pat
         out = model.predict(noisy)
         assert rows[('demo32-N2S', image.name)] == pytest.approx(PSNR(image.clean, out), abs=2e-3)
         assert rows[('demo32-N2S --refine', image.name)] == pytest.approx(
-            PSNR(image.clean, refine(noisy, out)), abs=2e-3)
+            PSNR(image.clean, model.restored_predictor().refine(noisy, out)[0]), abs=2e-3)
     from benchmarks.noise_levels import Results
     cached = Results(str(tmp_path / 'classical.csv'))
     assert len(cached.cache) == 2  # NLM of each image; a rerun takes them from here
@@ -138,7 +137,6 @@ def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_p
     from models import load_model
     from n2s_app.adapt import adapted
     from utils.evaluation.metrics import PSNR
-    from utils.prediction.refine import refine
     shared = str(ROOT.parent / 'shared' / 'data' / 'bsd68')
     result = run_main('benchmarks/adapt.py', '--tune', '--from', shared, '--images', '1',
                       '--sigmas', '25', '--names', 'demo32-N2S', '--steps', '1', '2', '--lrs',
@@ -155,15 +153,16 @@ def test_adapt_benchmark_tunes_on_validation_images_against_recomputations(tmp_p
     plain = [model.predict(x) for x in noisy]
     assert float(rows['demo32-N2S']['psnr']) == pytest.approx(
         np.mean([PSNR(c, f) for c, f in zip(clean, plain)]), abs=6e-3)
-    adapted_out = []
+    adapted_out, refined_out = [], []
     for x in noisy:
         with adapted(model, x, 2, 1e-3, lmbd='image'):
             adapted_out.append(model.predict(x))
+            refined_out.append(model.predictor.refine(x, adapted_out[-1])[0])
     row = rows['demo32-N2S --adapt 2 --adapt-lr 0.001 --adapt-lmbd image']
     assert float(row['psnr']) == pytest.approx(
         np.mean([PSNR(c, f) for c, f in zip(clean, adapted_out)]), abs=6e-3)
     assert float(row['refined']) == pytest.approx(
-        np.mean([PSNR(c, refine(x, f)) for c, x, f in zip(clean, noisy, adapted_out)]), abs=6e-3)
+        np.mean([PSNR(c, y) for c, y in zip(clean, refined_out)]), abs=6e-3)
     assert float(row['psnr']) != float(rows['demo32-N2S']['psnr'])  # the 2 steps changed it
     assert '| 25 | demo32-N2S --adapt 1 --adapt-lr 0.001 --adapt-lmbd image |' in (
         tmp_path / 'tune_adapt.md').read_text()
@@ -295,3 +294,50 @@ def test_colour_report_remakes_the_table_from_its_rows_and_plots_one_mode(tmp_pa
     from benchmarks.noise_levels import Results, plot
     plot(Results.read(str(tmp_path / 'colour.csv')), (15, 30), str(tmp_path / 'all.png'), 'all')
     assert (tmp_path / 'all.png').stat().st_size > 0
+
+
+def test_the_generalised_anscombe_transform_stabilises_and_inverts_without_bias():
+    """Poisson counts plus read noise: after `anscombe` the noise std is ~1 at any level, and
+    `inverse_anscombe` of the transformed mean gives back the mean count (the exact unbiased
+    inverse, Makitalo and Foi), where the algebraic inverse is biased."""
+    from utils.evaluation.baselines import anscombe, inverse_anscombe
+    rng = np.random.default_rng(0)
+    for mean, read in ((5.0, 0.0), (20.0, 0.0), (50.0, 2.0)):
+        z = anscombe(rng.poisson(mean, 400_000) + rng.normal(0, read, 400_000), read)
+        assert z.std() == pytest.approx(1.0, abs=0.04)
+        assert inverse_anscombe(np.array([z.mean()]), read)[0] == pytest.approx(mean, rel=0.01)
+        algebraic = (z.mean() / 2) ** 2 - 0.375 - read ** 2
+        if mean <= 5:
+            assert abs(algebraic - mean) > 0.1  # the bias the exact inverse removes
+
+
+@pytest.mark.slow
+def test_the_poisson_tables_are_recomputed_from_the_documented_noise(tmp_path):
+    """--poisson on one image: the noisy rows are `poisson_images` of the documented seeds, NLM
+    on the Anscombe transform the documented baseline, and the model rows its prediction."""
+    from test_bsd68 import require_pngs
+    require_pngs()
+    from benchmarks.noise_levels import poisson_images, poisson_settings
+    from utils.data import bsd68_build
+    from utils.data.datasets import DATASETS
+    from utils.evaluation.baselines import nlm, on_anscombe
+    from utils.evaluation.metrics import PSNR
+    data = tmp_path / 'data'
+    bsd68_build.build_bsd68(str(ROOT.parent / 'shared' / 'data' / 'bsd68'), str(data / 'BSD68'))
+    result = run_main('benchmarks/noise_levels.py', '--poisson', '--images', '1', '--names',
+                      'demo32-N2S', '--no-bm3d', '--data-dir', data, '--out', tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / 'poisson.csv') as f:
+        rows = {(r['method'], r['sigma']): float(r['psnr']) for r in csv.DictReader(f)}
+    image = DATASETS['bsd68'].test_images(str(data))[0]
+    clean = np.asarray(image.clean, np.float64)
+    for label, peak, read in poisson_settings()[2::4]:  # peak 10, and peak 3 with read noise
+        x = poisson_images([clean], peak, read)[0]
+        assert rows[('noisy input', label)] == pytest.approx(PSNR(clean, x), abs=2e-3)
+        assert rows[('NLM on Anscombe (known)', label)] == pytest.approx(
+            PSNR(clean, on_anscombe(lambda z: nlm(z, sigma=1.0), x, peak, read)), abs=2e-3)
+    text = (tmp_path / 'poisson.md').read_text()
+    assert '### Images below their noisy input' in text
+    header = next(line for line in text.splitlines() if line.startswith('| method |'))
+    assert all(f'| {label} |' in header for label, _, _ in poisson_settings())
+    assert '| demo32-N2S --refine |' in text and (tmp_path / 'poisson_gain.md').exists()

@@ -213,3 +213,33 @@ def test_another_noise_level_is_built_beside_sigma_25_and_never_mixed_with_it(
     assert 'already in' in capsys.readouterr().out
     with pytest.raises(SystemExit):  # --sigma is for bsd68 built from PNGs only
         download.main(['--dataset', 'bsd68-blind', '--from', str(PNGS), '--sigma', '10'])
+
+
+def test_the_mixed_variant_gives_half_its_images_poisson_gaussian_noise(tmp_path):
+    """bsd68-mixed: image i is Poisson-Gaussian when default_rng([68, 4, i]).random() < 0.5,
+    peak log-uniform in 1..100 and read noise uniform in 0..3 photons from default_rng([68,
+    3, i]), then Poisson and normal draws from the same generator; else bsd68-blind's image."""
+    require_pngs()
+    from utils.data.datasets import BLIND_SIGMA, MIXED_NOISE
+    folder = tmp_path / 'BSD68-mixed'
+    assert bsd68_build.build_bsd68(str(PNGS), str(folder), MIXED_NOISE)
+    train = np.load(folder / 'train/DCNN400_train_gaussian25.npy')
+    kinds = []
+    for index in range(12):
+        clean = png(PNGS / 'train400' / f'test_{index + 1:03d}.png')
+        if np.random.default_rng([68, 4, index]).random() < 0.5:
+            rng = np.random.default_rng([68, 3, index])
+            peak = float(np.exp(np.log(100.0) * rng.random()))
+            read = 3.0 * rng.random()
+            counts = rng.poisson(clean / 255.0 * peak) + rng.normal(0, read, clean.shape)
+            expected = counts / peak * 255.0
+            kinds.append('poisson')
+        else:
+            sigma = BLIND_SIGMA[1] * np.random.default_rng([68, 2, index]).random()
+            expected = clean + sigma * np.random.default_rng([68, 0, index]).standard_normal(
+                clean.shape)
+            kinds.append('gaussian')
+        np.testing.assert_allclose(train[index], expected.astype(np.float32), rtol=1e-6)
+    assert 3 <= kinds.count('poisson') <= 9
+    assert bsd68_build.built_noise(str(folder))['mixed']['peak'] == [1.0, 100.0]
+    assert DATASETS['bsd68-mixed'].training_data(str(tmp_path))[0].shape == (396, 180, 180, 1)

@@ -157,7 +157,7 @@ def noise_table_mismatches(readme: str, written: str) -> list:
         elif label.startswith('NLM'):
             method = 'NLM (blind)'
         elif label.startswith('BM3D'):
-            method = 'BM3D (known sigma)'
+            method = 'BM3D (blind sigma)' if 'blind' in label else 'BM3D (known sigma)'
         else:
             assert model, f'README row {label!r}: which benchmark method?'
             method = model.group(1) + (' --refine' if 'refined' in label else '')
@@ -175,10 +175,10 @@ def noise_table_mismatches(readme: str, written: str) -> list:
 
 def test_the_readmes_noise_level_table_is_the_benchmarks():
     """Every cell of the README's noise-level table is the cell of the same method (row) and
-    noise level (column) in the table the benchmark wrote (results/noise_levels/table.md), so
+    noise level (column) in the table the benchmark wrote (results/noise_model/table.md), so
     a hand edit, swapped rows or a stale copy fails."""
     readme = markdown(ROOT / 'README.md')
-    written = (ROOT / 'results/noise_levels/table.md').read_text()
+    written = (ROOT / 'results/noise_model/table.md').read_text()
     rows = table_rows(readme, '| PSNR (dB), 68 BSD68 images |')
     assert len(rows) >= 8 and all(len([c for c in r if c.startswith('σ')]) == 6
                                   for r in rows.values())

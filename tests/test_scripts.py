@@ -167,7 +167,6 @@ def test_single_refines_by_default_and_keeps_a_colour_photo_in_colour(tmp_path):
     noise the result beats the noisy input, which the bare network does not."""
     from skimage import data
     from utils.evaluation.metrics import PSNR
-    from utils.prediction.refine import refine
     clean = data.astronaut()[100:228, 150:310].astype(np.float64)
     noisy = np.clip(np.round(clean + np.random.default_rng(8).normal(0, 5, clean.shape)), 0, 255)
     src = tmp_path / 'colour.png'
@@ -176,13 +175,18 @@ def test_single_refines_by_default_and_keeps_a_colour_photo_in_colour(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     refined = np.array(Image.open(tmp_path / 'colour_denoised.png')).astype(np.float64)
     assert refined.shape == clean.shape  # colour in, colour out
+    # one line per image: each channel's noise model, the refinement chosen, its estimated gain
+    line = next(l for l in result.stdout.splitlines() if l.startswith('colour.png: '))
+    assert line.count('noise Gaussian') + line.count('noise Poisson-Gaussian') == 3, line
+    assert 'refinement: ' in line
     assert np.abs(refined[..., 0] - refined[..., 2]).mean() > 5  # not grey
     from models import load_model
     from n2s_app.cli import DEFAULT_MODEL
     model = load_model(str(ROOT / 'trained_models'), DEFAULT_MODEL)
     plain = [model.predict(noisy[..., c]) for c in range(3)]
     bare = np.clip(np.round(np.stack(plain, -1)), 0, 255)  # what --no-refine writes
-    want = np.stack([refine(noisy[..., c], plain[c]) for c in range(3)], -1)
+    want = np.stack([model.restored_predictor().refine(noisy[..., c], plain[c])[0]
+                     for c in range(3)], -1)
     assert np.mean(np.abs(refined - np.clip(np.round(want), 0, 255)) <= 1) > 0.99
     assert PSNR(clean, refined) > PSNR(clean, noisy) > PSNR(clean, bare)
 

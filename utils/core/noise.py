@@ -1,4 +1,8 @@
-"""Blind noise estimates of an image and the loss weight lmbd derived from them."""
+"""Blind noise estimates of an image and the loss weight lmbd derived from them: one Gaussian
+std (`noise_std`, `relative_noise`) or a Poisson-Gaussian model per image (`NoiseModel`,
+`estimate_noise_model`)."""
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -56,3 +60,118 @@ def haar_noise_std(x):
                 - x[..., 1:h:2, 0:w:2, :] + x[..., 1:h:2, 1:w:2, :]) / 2.0
     values = tf.sort(tf.reshape(tf.abs(diagonal), [tf.shape(x)[0], -1]), axis=-1)
     return tf.stop_gradient(values[:, tf.shape(values)[1] // 2] / 0.6745)
+
+
+# ------------------------------------------------------------- a noise model per image
+
+# Immerkaer's (1996) 3x3 high-pass: the Laplacian difference, exact zero on planes; its
+# weights' squares sum to 1, so on independent noise its output's variance is the local
+# noise variance.
+IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]]) / 6.0
+BLOCK = 8  # side of the blocks whose high-pass energy is one sample
+QUANTILE = 0.1  # the share of least textured blocks that measures the noise at a signal level
+MAX_BINS, PER_BIN = 12, 40  # signal-level bins: at most 12, at least 40 blocks each
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Poisson-Gaussian noise: variance a * y + b at signal y (a = 0: Gaussian of std
+    sqrt(b)), per channel; y and the variance in the image's units (e.g. 0..255 and 255^2).
+    `spread`: the relative scatter of the measurements about the fitted line, per channel
+    (an estimate's uncertainty: texture that the estimator mistook for noise raises it)."""
+    a: np.ndarray  # (C,)
+    b: np.ndarray  # (C,)
+    spread: np.ndarray  # (C,)
+
+    def variance(self, signal: np.ndarray, channel: int = 0) -> np.ndarray:
+        """The noise variance at each pixel of `signal` (a clean estimate), channel `channel`;
+        at least 1e-12 of the model's largest variance (never zero)."""
+        a, b = float(self.a[channel]), float(self.b[channel])
+        var = a * np.clip(signal, 0, None) + b
+        return np.maximum(var, 1e-12 * max(a * float(np.max(signal, initial=0)) + b, 1e-30))
+
+    def std(self, signal: np.ndarray) -> float:
+        """The root-mean-square noise std over `signal` (spatial..., C) or one channel."""
+        signal = np.asarray(signal)
+        if signal.ndim and signal.shape[-1] == len(self.a) and len(self.a) > 1:
+            return float(np.sqrt(np.mean([self.variance(signal[..., c], c).mean()
+                                          for c in range(len(self.a))])))
+        return float(np.sqrt(self.variance(signal).mean()))
+
+    def describe(self, channel: int = 0) -> str:
+        """One line: 'Gaussian, std 12.3' or 'Poisson-Gaussian, variance 2.55 y + 4.1'."""
+        a, b = float(self.a[channel]), float(self.b[channel])
+        if a == 0:
+            return f"Gaussian, std {np.sqrt(b):.3g}"
+        return f"Poisson-Gaussian, variance {a:.3g} y + {b:.3g}"
+
+
+def estimate_noise_model(image: np.ndarray, signal: Optional[np.ndarray] = None,
+                         channel_axis: Optional[int] = None) -> NoiseModel:
+    """Blind Poisson-Gaussian noise model of `image` (any value range): var = a*y + b.
+
+    Per channel: Immerkaer's high-pass of the image in BLOCK x BLOCK blocks (the last two
+    axes; leading spatial axes are more samples), each block's mean energy a sample of the
+    noise variance at the block's mean signal level (from `signal`, a denoised image of
+    the same shape, when given; else the image's 3x3 local mean). The blocks are sorted into
+    up to MAX_BINS equally filled signal-level bins; in each, the QUANTILE of the energies over
+    its value on white noise (measured once, `_white_quantile`) is the variance there, so the
+    least textured blocks decide; a, b >= 0 are the weighted least-squares line through them.
+    Images smaller than 2 blocks a side fall back to one bin over the whole image.
+    image/signal: (spatial...) or with channels on `channel_axis`."""
+    from scipy.ndimage import convolve, uniform_filter
+    from scipy.optimize import nnls
+    x = np.asarray(image, np.float64)
+    s = x if signal is None else np.asarray(signal, np.float64)
+    if s.shape != x.shape:
+        raise ValueError(f"image {x.shape} and signal {s.shape} differ in shape")
+    if channel_axis is None:
+        x, s = x[..., None], s[..., None]
+    else:
+        x, s = np.moveaxis(x, channel_axis, -1), np.moveaxis(s, channel_axis, -1)
+    if x.ndim < 3 or min(x.shape[-3:-1]) < 3:
+        raise ValueError(f"the noise model needs an image of at least 3 x 3 pixels, got "
+                         f"{x.shape[:-1]}")
+    a, b, spread = [], [], []
+    for c in range(x.shape[-1]):
+        planes = x[..., c].reshape((-1,) + x.shape[-3:-1])
+        levels = s[..., c].reshape(planes.shape)
+        energy, level = [], []
+        for plane, lev in zip(planes, levels):
+            z = convolve(plane, IMMERKAER, mode='reflect')[1:-1, 1:-1]
+            m = (lev if signal is not None else uniform_filter(plane, 3))[1:-1, 1:-1]
+            block = BLOCK if min(z.shape) >= 2 * BLOCK else 1
+            energy.append(_blocks(z * z, block)), level.append(_blocks(m, block))
+        energy, level = np.concatenate(energy), np.concatenate(level)
+        bins = int(np.clip(len(energy) // PER_BIN, 1, MAX_BINS))
+        ms, vs = [], []
+        for chosen in np.array_split(np.argsort(level, kind='stable'), bins):
+            ms.append(np.median(level[chosen]))
+            vs.append(np.quantile(energy[chosen], QUANTILE) / _white_quantile(block))
+        ms, vs = np.clip(np.array(ms), 0, None), np.array(vs)
+        if np.any(vs > 0):  # at a fraction of a photon a pixel, whole blocks are zero
+            ms, vs = ms[vs > 0], vs[vs > 0]
+        weight = 1 / (vs + 0.1 * np.median(vs) + 1e-300)
+        design = np.stack([ms, np.ones_like(ms)], axis=1)
+        (ac, bc), _ = nnls(design * weight[:, None], vs * weight)
+        fit = np.maximum(design @ [ac, bc], 1e-300)
+        a.append(ac), b.append(bc)
+        spread.append(float(np.sqrt(np.mean((vs / fit - 1) ** 2) / max(len(vs) - 2, 1))))
+    return NoiseModel(np.array(a), np.array(b), np.array(spread))
+
+
+def _blocks(values: np.ndarray, side: int) -> np.ndarray:
+    """The means of the side x side blocks of a 2D array (the ragged edge left out), flat."""
+    h, w = values.shape[0] // side * side, values.shape[1] // side * side
+    return values[:h, :w].reshape(h // side, side, w // side, side).mean(axis=(1, 3)).ravel()
+
+
+@lru_cache(maxsize=None)
+def _white_quantile(block: int) -> float:
+    """The QUANTILE of the block energies of the high-pass of unit white noise (fixed draw,
+    1024 x 1024), so that the quantile of an image's block energies divided by it is a
+    variance."""
+    from scipy.ndimage import convolve
+    noise = np.random.default_rng(0).standard_normal((1024, 1024))
+    z = convolve(noise, IMMERKAER, mode='reflect')[1:-1, 1:-1]
+    return float(np.quantile(_blocks(z * z, block), QUANTILE))

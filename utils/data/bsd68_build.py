@@ -19,6 +19,12 @@ lo + (hi - lo) * numpy.random.default_rng([NOISE_SEED, 2, i]).random() for the r
 images are those of BSD68 (sigma 25). Only the noisy images are stored: training never sees
 the clean PNGs. Other noise levels (`download.py --sigma`) use the same draws scaled to that
 sigma, for training and test images; each build records its noise in NOISE_FILE.
+
+The mixed variant (`bsd68-mixed`, folder BSD68-mixed) gives half the training images
+Poisson-Gaussian noise instead, as a photon-counting camera makes it (`poisson_gaussian`):
+image i is Poisson-Gaussian when default_rng([NOISE_SEED, 4, i]).random() < the spec's
+'poisson' fraction, with peak log-uniform and read noise uniform in the spec's ranges (from
+default_rng([NOISE_SEED, 3, i])); the other images are those of bsd68-blind.
 """
 import json
 import os
@@ -97,6 +103,30 @@ def training_sigma(index: int, sigma, seed: int = NOISE_SEED) -> float:
     return float(lo + (hi - lo) * np.random.default_rng([seed, 2, index]).random())
 
 
+def poisson_gaussian(clean: np.ndarray, peak: float, read: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """clean (any shape) on 0..255 seen by a camera whose brightest value collects `peak`
+    photons and whose read-out adds Gaussian noise of `read` photons (std):
+    (Poisson(clean / 255 * peak) + N(0, read^2)) / peak * 255, float64, unclipped. Its noise
+    variance at signal y is a*y + b with a = 255 / peak and b = (255 * read / peak)^2."""
+    counts = rng.poisson(np.clip(clean, 0, None) / 255.0 * peak).astype(np.float64)
+    if read > 0:
+        counts += rng.normal(0, read, clean.shape)
+    return counts / peak * 255.0
+
+
+def mixed_training_noise(image: np.ndarray, index: int, spec: Dict,
+                         seed: int = NOISE_SEED) -> np.ndarray:
+    """Training image `index` of bsd68-mixed (the module docstring): float32, unclipped."""
+    if np.random.default_rng([seed, 4, index]).random() >= spec['poisson']:
+        return add_noise(image, 'train', index, training_sigma(index, spec['sigma'], seed), seed)
+    rng = np.random.default_rng([seed, 3, index])
+    lo, hi = np.log(spec['peak'])
+    peak = float(np.exp(lo + (hi - lo) * rng.random()))
+    read = float(spec['read'][0] + (spec['read'][1] - spec['read'][0]) * rng.random())
+    return poisson_gaussian(image.astype(np.float64), peak, read, rng).astype(np.float32)
+
+
 def add_noise(image: np.ndarray, split: str, index: int, sigma: float = SIGMA,
               seed: int = NOISE_SEED) -> np.ndarray:
     """image (H, W) on 0..255 plus the fixed Gaussian draw of (split, index): float32, unclipped."""
@@ -111,8 +141,12 @@ def make_arrays(train_pngs: Sequence[np.ndarray], test_pngs: Sequence[np.ndarray
     training images: one value (also the test images') or a range (lo, hi), one draw per
     image (`training_sigma`; the test images then keep SIGMA)."""
     test_sigma = sigma if np.isscalar(sigma) else SIGMA
-    noisy_train = np.stack([add_noise(x, 'train', i, training_sigma(i, sigma, seed), seed)
-                            for i, x in enumerate(train_pngs)])
+    if isinstance(sigma, dict):  # bsd68-mixed
+        noisy_train = np.stack([mixed_training_noise(x, i, sigma, seed)
+                                for i, x in enumerate(train_pngs)])
+    else:
+        noisy_train = np.stack([add_noise(x, 'train', i, training_sigma(i, sigma, seed), seed)
+                                for i, x in enumerate(train_pngs)])
     noisy = lambda pngs, split: [add_noise(x, split, i, test_sigma, seed)
                                  for i, x in enumerate(pngs)]
     as_objects = lambda arrays: np.array(list(arrays) + [None], dtype=object)[:-1]
@@ -126,7 +160,11 @@ def is_complete(folder: str) -> bool:
 
 
 def noise_record(sigma, seed: int = NOISE_SEED) -> Dict:
-    """What NOISE_FILE holds for a build with `sigma` (one value or a range (lo, hi))."""
+    """What NOISE_FILE holds for a build with `sigma` (one value, a range (lo, hi) or the
+    mixed spec)."""
+    if isinstance(sigma, dict):
+        return {'mixed': {k: v if np.isscalar(v) else [float(x) for x in v]
+                          for k, v in sigma.items()}, 'seed': int(seed)}
     return {'sigma': float(sigma) if np.isscalar(sigma) else [float(s) for s in sigma],
             'seed': int(seed)}
 

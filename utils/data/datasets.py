@@ -104,15 +104,14 @@ class Dataset:
                    **self.score(model, image, tta, refine)}
 
     @staticmethod
-    def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool,
-                channel_axis: Optional[int] = None) -> List[Tuple[str, np.ndarray]]:
+    def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool, model=None
+                ) -> List[Tuple[str, np.ndarray]]:
         """[(key suffix, prediction)]: ('', the network's output) and, with refine,
-        ('_refined', its `utils.prediction.refine` refinement against `noisy`, in the same
-        units)."""
+        ('_refined', its refinement against `noisy` by the model's predictor
+        (`Predictor.refine`, utils/prediction/refine.py), in the same units)."""
         if not refine:
             return [('', pred)]
-        from utils.prediction.refine import refine as wiener
-        return [('', pred), ('_refined', wiener(noisy, pred, channel_axis=channel_axis))]
+        return [('', pred), ('_refined', model.predictor.refine(noisy, pred)[0])]
 
 
 class BSD68(Dataset):
@@ -143,7 +142,7 @@ class BSD68(Dataset):
     def score(self, model, image, tta=False, refine=False):
         pred = model.predict(image.noisy, tta=tta)
         scores = {}
-        for key, out in self.outputs(image.noisy, pred, refine):
+        for key, out in self.outputs(image.noisy, pred, refine, model):
             scores.update({'psnr' + key: PSNR(image.clean, out),
                            'ssim' + key: SSIM(image.clean, out)})
         return scores
@@ -163,6 +162,9 @@ class BlindBSD68(BSD68):
 
 
 BLIND_SIGMA = (0.0, 55.0)  # the noise sigma range of bsd68-blind's training images (0..255)
+# bsd68-mixed: half its training images as bsd68-blind's, half Poisson-Gaussian with the
+# peak photon count log-uniform in 'peak' and the read noise (photons, std) uniform in 'read'
+MIXED_NOISE = {'sigma': BLIND_SIGMA, 'peak': (1.0, 100.0), 'read': (0.0, 3.0), 'poisson': 0.5}
 
 
 class Demo(BSD68):
@@ -256,7 +258,7 @@ class ImageNet(Dataset):
         pred = model.predict(image.noisy, im_mean=image.noisy.mean((0, 1)),
                              im_std=image.noisy.std((0, 1)), tta=tta)
         scores = {}
-        for key, out in self.outputs(image.noisy, pred, refine, channel_axis=-1):
+        for key, out in self.outputs(image.noisy, pred, refine, model):
             out = (out - out.min()) / (out.max() - out.min()) * 255
             scores.update({'psnr' + key: PSNR(image.clean, out),
                            'ssim' + key: SSIM(image.clean, out)})
@@ -287,7 +289,7 @@ class HanZi(Dataset):
             else model.batch_predict(stack)
         for image, pred in zip(progress(images) if progress else images, preds):
             row = {'image': image.name, 'group': ''}
-            for key, out in self.outputs(image.noisy, pred, refine):
+            for key, out in self.outputs(image.noisy, pred, refine, model):
                 out = (out - out.min()) / (out.max() - out.min()) * 255
                 row.update({'psnr' + key: PSNR(image.clean, out),
                             'ssim' + key: SSIM(image.clean, out)})
@@ -318,7 +320,7 @@ class Planaria(Dataset):
         x = PercentileNormaliser(2, 99.8).before(image.noisy, 'ZYX')
         pred = model.crop_predict(x, 256, 32, im_mean=0, im_std=1, tta=tta)
         scores = {}
-        for key, out in self.outputs(x, pred, refine):
+        for key, out in self.outputs(x, pred, refine, model):
             nrmse, psnr, ssim = get_scores(image.clean, out)
             scores.update({'psnr' + key: psnr, 'ssim' + key: ssim, 'nrmse' + key: nrmse})
         return scores
@@ -334,6 +336,10 @@ DATASETS: Dict[str, Dataset] = {d.name: d for d in [
     BlindBSD68('bsd68-blind', 'BSD68-blind', training=BSD_TRAINING,
                description=f'BSD68 training images with sigma uniform in '
                            f'{BLIND_SIGMA[0]:g}..{BLIND_SIGMA[1]:g}, one per image; test sigma 25'),
+    BlindBSD68('bsd68-mixed', 'BSD68-mixed', training=BSD_TRAINING,
+               description='BSD68 training images, half with Gaussian noise as bsd68-blind, '
+                           'half Poisson-Gaussian (peak 1..100 photons, read noise 0..3); '
+                           'test sigma 25'),
     Demo('demo', 'demo', training=BSD_TRAINING,
          description="scikit-image photographs, Gaussian sigma 25, built offline"),
     ImageNet('imagenet', 'ImageNet', in_channels=3, training={

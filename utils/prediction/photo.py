@@ -1,5 +1,6 @@
 """Denoising one image as read from a file: channels, colour with grey models, tiling when large."""
-from typing import Tuple
+from dataclasses import replace
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -37,15 +38,17 @@ def output_pixels(denoised: np.ndarray, image: LoadedImage) -> np.ndarray:
 
 
 def denoise(predictor: Predictor, image: LoadedImage,
-            options: PredictOptions = PredictOptions()) -> Tuple[np.ndarray, np.ndarray]:
+            options: PredictOptions = PredictOptions(),
+            reports: Optional[List] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(model input, denoised float array of its shape) of an image file's pixels
     (`model_input`, `denoise_array`)."""
     x = model_input(image, predictor.in_channels)
-    return x, denoise_array(predictor, x, options)
+    return x, denoise_array(predictor, x, options, reports)
 
 
 def denoise_array(predictor: Predictor, x: np.ndarray,
-                  options: PredictOptions = PredictOptions()) -> np.ndarray:
+                  options: PredictOptions = PredictOptions(),
+                  reports: Optional[List] = None) -> np.ndarray:
     """Denoise (H, W) or (H, W, C) float pixels, any value range, with a model's `predictor`
     (`Noise2Same.restored_predictor()`); images over TILE_ABOVE pixels in options.tile_size
     tiles overlapping by 2 * options.margin; options.refine: utils/prediction/refine.py.
@@ -56,15 +59,22 @@ def denoise_array(predictor: Predictor, x: np.ndarray,
     Gaussian RGB noise white and of the same std, each normalised by its own mean and by the
     std of the RGB mean (so the network sees the noise level relative to the image's contrast
     as in a grey photograph; chrominance, of low contrast, is smoothed more). Returns float32
-    of x's shape."""
+    of x's shape. reports: a list that receives the refinement's `Refinement` of each
+    channel denoised (with options.refine)."""
     colour = options.colour
     if colour not in COLOUR_MODES:
         raise ValueError(f"unknown colour mode {colour!r}; choose from {', '.join(COLOUR_MODES)}")
 
     def one(z, im_mean=None, im_std=None):
         tiled = z.shape[0] * z.shape[1] > TILE_ABOVE
-        return (predictor.crop_predict if tiled else predictor.predict)(z, options, im_mean,
-                                                                         im_std)
+        out = (predictor.crop_predict if tiled else predictor.predict)(
+            z, replace(options, refine=False), im_mean, im_std)
+        if not options.refine:
+            return out
+        out, found = predictor.refine(z, out, im_mean, im_std)
+        if reports is not None:
+            reports.extend(found)
+        return out
 
     if predictor.in_channels != 1 or x.ndim == 2:
         return one(x)

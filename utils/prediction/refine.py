@@ -1,55 +1,109 @@
-"""Noise-aware refinement of a denoiser's output: a Wiener filter on what it removed.
+"""Noise-aware refinement of a denoiser's output: a Wiener gate on what it removed, chosen per
+image by an unbiased risk estimate so that the output is not worse than the input or the
+network alone.
 
-A network trained at one noise level over-smooths images with less noise (at sigma 5 the
-shipped sigma-25 models return images 5 dB worse than their input). With r = x - f (what the
-network removed from the noisy image x) and s2 the noise variance, the part of r that is
-signal is put back, pixel by pixel:
+A network trained at some noise levels over-smooths images with less noise, and no network
+is best everywhere. With r = x - f (what the network removed from the noisy image x) and v
+the noise variance at each pixel (a Poisson-Gaussian model v = a*f + b estimated from the
+image, `utils.core.noise.estimate_noise_model`: bright parts of a photon-counting image are
+noisier), the part of r that is signal is put back:
 
-    y = f + max(0, 1 - s2 / mean_w(r**2)) * r
+    y = f + g * r,   g = clip(1 - t * mean_w(v) / mean_w(r**2), 0, 1)
 
-mean_w a local mean over a w x w window (like the Wiener second stage of BM3D). Where the
-network removed about the noise (mean_w(r^2) ~ s2) nothing changes; where it removed more
-(edges and texture it smoothed away), that part comes back. s2 is estimated blindly from x
-(scikit-image's wavelet `estimate_sigma`, per channel), so no knob depends on the noise level
-but the window, which `window_for` picks from the estimated noise level relative to the
-image's std (tuned on the BSD68 validation images, `python -m benchmarks.noise_levels --tune`).
+mean_w a local mean over a w x w window (like the Wiener stage of BM3D), t a strength. Where the
+network removed about the noise nothing changes; where it removed more (edges and texture it
+smoothed away), that part comes back. The window and strength are chosen per image and
+channel among CANDIDATES, together with the two safe answers, the input itself (g = 1) and
+the network alone (g = 0), by Stein's unbiased risk estimate under the noise model,
 
-Arrays: (spatial...) or (spatial..., C) with `channel_axis=-1`; any value range (the noise std
-is in the image's units); float32 out.
+    SURE(y) = sum (y - x)^2 - sum v + 2 sum v * dy_i/dx_i,
+
+whose divergence term needs the network's own mean dF_i/dx_i (`Predictor.divergence`
+measures it by one Monte-Carlo probe). The noise model is uncertain (texture read as noise
+at low noise levels): the candidate chosen has the smallest worst-case regret against the
+better of input and network at both ends of the model's uncertainty, v * (1 - max(delta,
+LOWER)) and v * (1 + delta), delta the model's own spread (at least MIN_DELTA); the lower end
+reaches further because texture only ever inflates the estimate (LOWER chosen on the BSD68
+validation images and scikit-image photographs at sigma 5-25 and Poisson peaks 30 and 100:
+0.4 left none of them below its input and raised the mean at sigma 5 by 0.5 dB).
+At low photon counts (under LOW_COUNTS photons per pixel on average) the Gaussian risk
+estimate does not hold and the network's output is returned as it is.
+
+Arrays: (spatial...) or (spatial..., C) with `channel_axis=-1`; any value range (the noise is
+in the image's units); float32 out.
 """
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.core.noise import noise_std
+from utils.core.noise import NoiseModel, estimate_noise_model
 
-# (relative noise below which, window): the first row whose bound exceeds the estimated
-# noise std / image std is used. Chosen on the 4 held-out BSD68 validation images at sigma
-# 5..50 with the bsd68-N2S model (`python -m benchmarks.noise_levels --tune --from
-# ../shared/data/bsd68`, results/noise_levels/tune.md): the best window grows with the noise,
-# from 5 at sigma 5 to 21 at sigma 50; neighbouring windows differ by <= 0.1 dB.
-WINDOWS = ((0.3, 5), (0.45, 7), (0.6, 9), (0.7, 13), (float('inf'), 21))
-
-
-def window_for(relative_noise: float) -> int:
-    """The window side for an image whose noise std is `relative_noise` times its std."""
-    for bound, window in WINDOWS:
-        if relative_noise < bound:
-            return window
-    return WINDOWS[-1][1]
+WINDOWS = (5, 9, 13, 21)  # the window sides the risk estimate chooses from
+STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # and the strengths t
+MIN_DELTA = 0.03  # the noise variance is never taken as known better than +-3 %
+LOWER = 0.4  # its lower end at most 1 - LOWER: texture only ever inflates the estimate
+LOW_COUNTS = 8.0  # mean photons per pixel below which the network's output is kept
 
 
-def refine(noisy: np.ndarray, denoised: np.ndarray,
-           sigma: Union[None, float, Sequence[float]] = None, window: Optional[int] = None,
-           channel_axis: Optional[int] = None) -> np.ndarray:
-    """Put back the signal part of noisy - denoised (see the module docstring).
+@dataclass(frozen=True)
+class Refinement:
+    """What the refinement of one channel did. choice: 'input', 'network' or 'window W,
+    strength T'; gain_db: the estimated PSNR gain of the output over the noisy input (None
+    where no risk estimate was made), gain_range_db: its range over the noise model's
+    uncertainty; noise: the estimated model of this channel (a NoiseModel of one channel)."""
+    choice: str
+    noise: NoiseModel
+    gain_db: Optional[float]
+    gain_range_db: Optional[Tuple[float, float]]
 
-    noisy, denoised: the same shape, (spatial...) or (spatial..., C) with channel_axis=-1.
-    sigma: the noise std in the image's units (one, or one per channel); estimated from `noisy`
-    when None. window: the side of the local mean (odd, >= 1); `window_for` the estimated
-    relative noise level when None. Returns float32 of the input's shape.
-    """
+    def describe(self) -> str:
+        """One line for a user: the noise model, the choice and the estimated gain."""
+        text = f"noise {self.noise.describe()}; refinement: {self.choice}"
+        if self.gain_db is not None:
+            lo, hi = self.gain_range_db
+            text += f"; estimated gain {self.gain_db:+.1f} dB over the input ({lo:+.1f} to {hi:+.1f})"
+        return text
+
+
+def describe(reports: Sequence[Refinement]) -> str:
+    """One line for the refinements of an image's channels (`Refinement.describe`)."""
+    if len(reports) == 1:
+        return reports[0].describe()
+    return ' | '.join(f"channel {c}: {r.describe()}" for c, r in enumerate(reports))
+
+
+def wiener(noisy: np.ndarray, denoised: np.ndarray, variance, window: int,
+           strength: float = 1.0) -> np.ndarray:
+    """The gate y = f + clip(1 - t * mean_w(v) / mean_w(r^2), 0, 1) * r of one channel, float64.
+    noisy, denoised: (spatial...); variance: the noise variance, a scalar or per pixel;
+    window: the side w (odd, >= 1); strength: t."""
     from scipy.ndimage import uniform_filter
+    if window < 1:
+        raise ValueError(f"the refinement window must be at least 1 pixel, got {window}")
+    x, f = np.asarray(noisy, np.float64), np.asarray(denoised, np.float64)
+    r = x - f
+    v = np.broadcast_to(np.asarray(variance, np.float64), x.shape)
+    energy = np.maximum(uniform_filter(r * r, window, mode='reflect'), 1e-300)
+    return f + np.clip(1 - strength * uniform_filter(v, window, mode='reflect') / energy, 0, 1) * r
+
+
+def refine(noisy: np.ndarray, denoised: np.ndarray, noise: Optional[NoiseModel] = None,
+           divergence: float = 0.0, channel_axis: Optional[int] = None) -> np.ndarray:
+    """The refined output (the module docstring); `refine_with_report` says what it did."""
+    return refine_with_report(noisy, denoised, noise, divergence, channel_axis)[0]
+
+
+def refine_with_report(noisy: np.ndarray, denoised: np.ndarray,
+                       noise: Optional[NoiseModel] = None, divergence: float = 0.0,
+                       channel_axis: Optional[int] = None
+                       ) -> Tuple[np.ndarray, List[Refinement]]:
+    """(refined float32 of the input's shape, one Refinement per channel).
+
+    noisy, denoised: the same shape, (spatial...) or with channels on channel_axis; noise: the
+    noise model, estimated from `noisy` (signal levels from `denoised`) when None;
+    divergence: the denoiser's mean dF_i/dx_i (0 for a blind-spot network; N2S networks
+    ~0.04, `Predictor.divergence`)."""
     x = np.asarray(noisy, np.float64)
     f = np.asarray(denoised, np.float64)
     if x.shape != f.shape:
@@ -58,17 +112,61 @@ def refine(noisy: np.ndarray, denoised: np.ndarray,
         x, f = np.moveaxis(x, channel_axis, -1), np.moveaxis(f, channel_axis, -1)
     else:
         x, f = x[..., None], f[..., None]
-    sigmas = noise_std(x, channel_axis=-1) if sigma is None else \
-        np.broadcast_to(np.asarray(sigma, np.float64), (x.shape[-1],))
-    if window is None:
-        spread = float(np.mean(np.std(x, axis=tuple(range(x.ndim - 1)))))
-        window = window_for(float(np.mean(sigmas)) / max(spread, 1e-12))
-    if window < 1:
-        raise ValueError(f"the refinement window must be at least 1 pixel, got {window}")
+    if noise is None:
+        noise = estimate_noise_model(x, f, channel_axis=-1)
+    out, reports = np.empty_like(x), []
+    for c in range(x.shape[-1]):
+        one = NoiseModel(noise.a[c:c + 1], noise.b[c:c + 1], noise.spread[c:c + 1])
+        out[..., c], report = _refine_channel(x[..., c], f[..., c], one, divergence)
+        reports.append(report)
+    out = out[..., 0] if channel_axis is None else np.moveaxis(out, -1, channel_axis)
+    return out.astype(np.float32), reports
+
+
+def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence: float,
+                    windows: Sequence[int] = WINDOWS, strengths: Sequence[float] = STRENGTHS
+                    ) -> Tuple[np.ndarray, Refinement]:
+    """One channel (spatial...): the candidate of least worst-case regret (module docstring)."""
+    from scipy.ndimage import uniform_filter
+    v = noise.variance(f)
+    mean_signal = float(np.mean(np.clip(f, 0, None)))
+    a, b = float(noise.a[0]), float(noise.b[0])
+    if a > 0 and a * mean_signal > b and mean_signal / a < LOW_COUNTS:
+        return f, Refinement(f'network (under {LOW_COUNTS:g} photons a pixel)', noise, None, None)
+    delta = max(MIN_DELTA, float(noise.spread[0]))
+    ends = (1 - max(delta, LOWER), 1 + delta)  # the noise variance lies in v * [ends]
     r = x - f
-    size = (window,) * (x.ndim - 1) + (1,)
-    energy = uniform_filter(r * r, size=size, mode='reflect')
-    gain = np.clip(1 - sigmas ** 2 / np.maximum(energy, 1e-12), 0, 1)
-    y = f + gain * r
-    y = y[..., 0] if channel_axis is None else np.moveaxis(y, -1, channel_axis)
-    return y.astype(np.float32)
+    r2 = r * r
+    d = float(divergence)
+    total_v = float(v.sum())
+    # each candidate's risk is fit + k * lin for a true variance k * v:
+    # SURE = sum((1-g)^2 r^2) + sum(v (2 dy - 1)), dy = g + (1-g) d + r dg/dx
+    candidates = [('input', 0.0, total_v, None),
+                  ('network', float(r2.sum()), total_v * (2 * d - 1), None)]
+    for w in windows:
+        size = (w,) * r.ndim
+        energy = np.maximum(uniform_filter(r2, size, mode='reflect'), 1e-300)
+        ratio = uniform_filter(v, size, mode='reflect') / energy
+        # r dg/dx = t * ratio / energy * 2 r^2 (1 - d) / w^n where 0 < g < 1
+        vq = v * ratio / energy * 2 * r2 * (1 - d) / w ** r.ndim
+        for t in strengths:
+            g = 1 - t * ratio
+            inside = (g > 0) & (g < 1)
+            g = np.clip(g, 0, 1, out=g)
+            kept = 1 - g
+            lin = (2 * (1 - d) * float(np.vdot(v, g)) + (2 * d - 1) * total_v
+                   + 2 * t * float(vq[inside].sum()))
+            candidates.append((f'window {w}, strength {t:g}', float(np.vdot(kept * kept, r2)),
+                               lin, (w, t)))
+    risk = lambda cand, k: cand[1] + k * cand[2]
+    safe = lambda k: min(risk(candidates[0], k), risk(candidates[1], k))
+    best = min(candidates, key=lambda cand: max(risk(cand, k) - safe(k) for k in ends))
+    if best[3] is None:
+        y = x if best[0] == 'input' else f
+    else:
+        y = wiener(x, f, v, *best[3])
+    risks = [risk(best, k) for k in (1.0,) + ends]
+    if min(risks) <= 0:  # the estimate cannot tell: the noise model is too uncertain here
+        return y, Refinement(best[0], noise, None, None)
+    gains = [10 * np.log10(k * total_v / r) for k, r in zip((1.0,) + ends, risks)]
+    return y, Refinement(best[0], noise, float(gains[0]), (float(min(gains)), float(max(gains))))
