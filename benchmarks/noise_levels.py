@@ -190,17 +190,19 @@ class Results:
 
 
 def run_models(results: Results, names: List[str], model_dir: str, sigma,
-               images: List[Tuple[str, np.ndarray, np.ndarray]], denoise=None,
+               images: List[Tuple[str, np.ndarray, np.ndarray]], denoise=None, refined=None,
                tag: str = '') -> None:
-    """Each model's network output and its refinement (`Predictor.refine`) on (name, clean,
-    noisy) images, as methods '<name><tag>' and '<name><tag> --refine'; `denoise(predictor,
-    noisy) -> output` (default `predictor.predict`). The refinement reuses the network output
-    (what `predict(refine=True)` computes); its time includes the network's."""
+    """Each model's network output and its refinement on (name, clean, noisy) images, as
+    methods '<name><tag>' and '<name><tag> --refine'; `denoise(predictor, noisy) -> output`
+    (default `predictor.predict`), `refined(predictor, noisy, output) -> (refined,
+    [Refinement])` (default `predictor.refine`, which reuses the output as `predict(refine=
+    True)` does; a given `refined` runs the whole refined path, network included). The
+    refined row's time includes the network's either way."""
     from models import load_model
-    from utils.prediction.refine import refine_with_report
+    predict = denoise or (lambda p, x: p.predict(x))
+    refine = refined or (lambda p, x, out: p.refine(x, out))
     for name in names:
         predictor = load_model(model_dir, name).restored_predictor()
-        predict = denoise or (lambda p, x: p.predict(x))
         predict(predictor, images[0][2])  # warm-up (tracing), not timed
         for image, clean, noisy in images:
             start = time.perf_counter()
@@ -208,16 +210,10 @@ def run_models(results: Results, names: List[str], model_dir: str, sigma,
             seconds = time.perf_counter() - start
             results.add(name + tag, sigma, image, clean, output, seconds)
             start = time.perf_counter()
-            if noisy.ndim == 3 and predictor.in_channels == 1:  # colour with a grey model
-                refined, reports = refine_with_report(
-                    noisy, output, divergence=predictor.divergence(
-                        ((noisy[..., :1] - noisy.mean()) / noisy.std()).astype(np.float32)),
-                    channel_axis=-1)
-            else:
-                refined, reports = predictor.refine(noisy, output)
+            out, reports = refine(predictor, noisy, output)
+            refine_seconds = time.perf_counter() - start + (0.0 if refined else seconds)
             gains = [r.gain_db for r in reports]
-            results.add(f'{name}{tag} --refine', sigma, image, clean, refined,
-                        seconds + time.perf_counter() - start,
+            results.add(f'{name}{tag} --refine', sigma, image, clean, out, refine_seconds,
                         gain=None if None in gains or len(gains) != 1 else gains[0])
 
 
@@ -464,9 +460,17 @@ def colour_benchmark(args, out: str) -> None:
         for mode in COLOUR_MODES:
             run_models(results, names, args.model_dir, sigma, images, tag=f' [{mode}]',
                        denoise=lambda p, x, mode=mode: denoise_array(
-                           p, x, PredictOptions(colour=mode)))
+                           p, x, PredictOptions(colour=mode)),
+                       refined=lambda p, x, _, mode=mode: refined_colour(p, x, mode))
     write_run(out, 'colour_run.json')
     colour_report(results, args, out)
+
+
+def refined_colour(predictor, x: np.ndarray, mode: str):
+    """(refined, [Refinement]) of a colour image as test_single.py refines it: each channel of
+    the colour space `mode` denoised and refined (`denoise_array`, network included)."""
+    reports: List = []
+    return denoise_array(predictor, x, PredictOptions(colour=mode, refine=True), reports), reports
 
 
 def colour_report(results: Results, args, out: str) -> None:
