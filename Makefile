@@ -38,8 +38,9 @@ $(VENV)/.extras-installed: $(VENV)/.installed requirements-extra.txt
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.web-installed $(VENV)/.extras-installed requirements-test.txt \
-                         requirements-bioimageio.txt
+                         requirements-bioimageio.txt requirements-napari.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # the napari plugin's entry point (tests find it)
 	touch $@
 
 demo: venv

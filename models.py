@@ -247,7 +247,7 @@ class Noise2Same:
               steps: int = 50000, seed: Optional[int] = None, init_from: Optional[str] = None,
               verbose: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
               sync_batch_norm: bool = False, record: Optional[Mapping] = None,
-              keep_checkpoints: int = 2) -> int:
+              keep_checkpoints: int = 2, on_step: Optional[loop.StepCallback] = None) -> int:
         """Train until global step `steps`, resuming from the model directory's newest checkpoint
         (utils/training/loop.py; `TrainOptions` there holds the options below).
 
@@ -271,7 +271,7 @@ class Noise2Same:
         strategy, sync_batch_norm : a tf.distribute.Strategy (None: one device) over whose
             replicas the global batch is split (the loss is the global batch's; in a cluster
             only the chief writes); sync_batch_norm: batch statistics all-reduced over them.
-        record : facts kept in settings.json under 'training' (the scripts': the data set).
+        record, on_step : facts for settings.json's 'training'; f(step, steps) after each step.
 
         Checkpoints every `save_steps` (the newest `keep_checkpoints`; 0: all), at the end and on
         KeyboardInterrupt (then re-raised); TensorBoard scalars every `log_steps`.
@@ -279,7 +279,7 @@ class Noise2Same:
         """
         options = loop.TrainOptions(patch_size, batch_size, steps, save_steps, log_steps,
                                     keep_checkpoints, seed, init_from, verbose, strategy,
-                                    sync_batch_norm, record)
+                                    sync_batch_norm, record, on_step)
         options, self.training, start, validation = loop.prepare(
             self.train_state, source_lst, validation, options, self.model_dir, self.opt_config,
             self.training)

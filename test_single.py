@@ -9,6 +9,13 @@ was trained on.
     python test_single.py a.png b.tif folder/ --output-dir out/   # many files, the model loaded once
     python test_single.py photo.png --adapt              # first train a copy on the photo itself
 
+Stacks (a TIFF of several pages: z-stacks, time series, channels, BigTIFF, OME-TIFF; an
+OME-Zarr folder) are read lazily and denoised tile by tile, frame by frame with a 2D model, so
+memory stays bounded whatever their size; the output keeps their axes and pixel sizes:
+
+    python test_single.py stack.ome.tif                  # -> stack_denoised.ome.tif
+    python test_single.py stack.ome.zarr --stack-format tiff --output-dir out/
+
 With several files, one that fails gets a one-line error and the others go on; the exit status
 is then 1 and a summary names the failed files. Inputs are never overwritten.
 """
@@ -25,8 +32,8 @@ from utils.prediction.photo import COLOUR_MODES, TILE_ABOVE
 def main(argv: Optional[List[str]] = None) -> None:
     p = cli.new_parser(__doc__)
     p.add_argument('images', nargs='+', metavar='IMAGE',
-                   help='input image files, folders (their PNG, JPEG and TIFF files) or globs; '
-                        'never modified')
+                   help='input image files, OME-Zarr folders, folders (their PNG, JPEG and TIFF '
+                        'files and Zarr folders) or globs; never modified')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
     p.add_argument('--name', default=cli.DEFAULT_MODEL,
                    help=f'model directory name (default: {cli.DEFAULT_MODEL}, the best fast '
@@ -63,6 +70,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--adapt-lmbd', choices=adapt.LMBD_CHOICES, default=adapt.ADAPT_LMBD,
                    help="noise level of --adapt's loss: model (the model's own loss) or image "
                         "(lmbd = 2 x the image's blind noise estimate)")
+    p.add_argument('--stack-format', choices=tuple(denoise_files.STACK_SUFFIXES),
+                   default='same',
+                   help='the format of a denoised stack (a TIFF of several pages or an OME-Zarr '
+                        'folder, denoised tile by tile): same as the input, tiff (OME-TIFF; '
+                        'BigTIFF above 2 GB), bigtiff, or zarr (OME-Zarr)')
     cli.add_precision_flag(p)
     args = p.parse_args(argv)
 
@@ -76,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for plan in plans:
         for path in filter(None, (plan['output'], plan['figure'])):
             check_writable(path)
-    if len(plans) == 1:  # fail before loading the model
+    if len(plans) == 1 and not plans[0]['stack']:  # fail before loading the model
         image_io.check_format(plans[0]['output'], image_io.read_image(inputs[0]).dtype)
     cli.require_checkpoint(args.model_dir, args.name, f'python train.py --name {args.name}')
 

@@ -10,13 +10,16 @@ lmbd 2, model trained_models/N2S-3000, seed 666).
 Continuing a model (its directory holds one) keeps every setting it saved: a flag left out
 means the saved value, and a flag that would change one is refused with a one-line error.
 """
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from n2s_app import cli, train_plan
 from utils.core.settings import SEED
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None,
+         on_step: Optional[Callable[[int, int], None]] = None) -> None:
+    """Parse argv (None: the command line) and train; on_step: `Noise2Same.train`'s callback
+    (the napari plugin's progress bar and cancel button)."""
     p = cli.parser(__doc__, name='N2S-3000')
     cli.add_training_flags(p, steps_help='global step to stop at (default: the saved run\'s, '
                                          'else 3000 for bsd68 and demo, the data set\'s otherwise)')
@@ -40,7 +43,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                           log_steps=args.log_steps, steps=settings['steps'],
                           seed=settings['seed'], init_from=args.init_from,
                           record=record,
-                          keep_checkpoints=args.keep_checkpoints, **distribution)
+                          keep_checkpoints=args.keep_checkpoints, on_step=on_step,
+                          **distribution)
     cli.exit_if_nothing_trained(trained)
 
 

@@ -7,13 +7,16 @@ which 500 N2SP, model trained_models/N2S_PRO-8000-2, BSD68, batch 64, patch 64, 
 
 Continuing a model keeps every setting it saved (train.py's --help says how).
 """
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from n2s_app import cli, train_plan
 from utils.core.settings import SEED, resolve_run
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None,
+         on_step: Optional[Callable[[int, int], None]] = None) -> None:
+    """Parse argv (None: the command line) and train both phases; on_step:
+    `Noise2Same.train`'s callback (the napari plugin's progress bar and cancel button)."""
     p = cli.parser(__doc__, name='N2S_PRO-8000-2')
     cli.add_training_flags(p, steps_help='global step to stop at (default: the saved run\'s, '
                                          'else 8000 for bsd68 and demo, the data set\'s otherwise)')
@@ -44,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from models import Noise2Same, Noise2SamePro
     fit = dict(validation=validation, batch_size=settings['batch_size'],
                save_steps=args.save_steps, log_steps=args.log_steps, seed=settings['seed'],
-               keep_checkpoints=args.keep_checkpoints,
+               keep_checkpoints=args.keep_checkpoints, on_step=on_step,
                record={**record, 'pro_total': steps, 'pro_steps': pro_steps},
                **train_plan.distribution(args))
     common = dict(masking=settings['masking'], mask_perc=settings['mask_perc'],

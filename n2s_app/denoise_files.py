@@ -4,36 +4,46 @@ notes summed up."""
 import os
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional
 
 from tqdm.auto import tqdm
 
 from n2s_app import adapt
-from utils.core import image_io
+from utils.core import image_io, stack_io
 from utils.evaluation import fit
 from utils.evaluation.figure import save_figure_atomic
 from utils.prediction.photo import denoise, model_input, output_pixels
 from utils.prediction.predictor import PredictOptions
-from utils.prediction.refine import describe
+from utils.prediction.refine import describe, summarise
+from utils.prediction.stack import denoise_stack
 
+STACK_SUFFIXES = {'same': None, 'tiff': '.ome.tif', 'bigtiff': '.ome.tif', 'zarr': '.ome.zarr'}
+STACK_BATCH = 1  # tiles per network call on stacks (4: 0.7 GB more peak memory)
 UNFIT_SHOWN = 5  # several inputs: the summary names this many of those outside the model's range
 
 
-def output_paths(inputs: List[str], args) -> List[Dict[str, Optional[str]]]:
-    """For each input: its denoised image and figure paths (None: no figure). Raises
-    ValueError when an output would replace an input or two inputs share an output."""
+def output_paths(inputs: List[str], args) -> List[Dict]:
+    """For each input: its denoised image and figure paths (None: no figure; stacks have
+    none) and whether it is a stack (`stack_io.is_stack`: written with `denoise_stack_file`).
+    Raises ValueError when an output would replace an input or two inputs share an output."""
     single = len(inputs) == 1
     plans = []
     for path in inputs:
         stem, suffix = os.path.splitext(os.path.basename(path))
-        folder = args.output_dir or os.path.dirname(path)
-        output = (args.output if single and args.output else
-                  os.path.join(folder, f'{stem}_denoised{suffix}'))
+        folder = args.output_dir or os.path.dirname(path.rstrip('/'))
+        stack = stack_io.is_stack(path)
+        default = (stack_io.output_name(path, STACK_SUFFIXES[args.stack_format]) if stack
+                   else f'{stem}_denoised{suffix}')
+        output = args.output if single and args.output else os.path.join(folder, default)
+        if stack and not output.rstrip('/').lower().endswith(('.zarr', '.tif', '.tiff')):
+            raise ValueError(f"{output}: a denoised stack is written as TIFF (.tif) or "
+                             f"OME-Zarr (.zarr); choose such an --output")
         figure = None
-        if single or args.figures:
+        if (single or args.figures) and not stack:
             figure = (args.figure if single and args.figure else
                       os.path.join(folder, f'{stem}_figure.png'))
-        plans.append({'input': path, 'output': output, 'figure': figure})
+        plans.append({'input': path, 'output': output, 'figure': figure, 'stack': stack})
     sources = {os.path.abspath(p) for p in inputs}
     written: Dict[str, str] = {}
     for plan in plans:
@@ -80,11 +90,49 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
                            args.show, title=f"{args.name}: {os.path.basename(plan['input'])}")
 
 
-def denoise_all(model, plans: List[Dict[str, Optional[str]]], args) -> None:
+def denoise_stack_file(model, plan: Dict, args, note: Callable[[str], None] = print) -> None:
+    """Denoise one stack (a TIFF of several pages or an OME-Zarr image) tile by tile into a TIFF
+    or OME-Zarr (`plan['output']`'s suffix; BigTIFF with --stack-format bigtiff or above 2 GB),
+    never holding it whole (utils/prediction/stack.py); `note` gets what was done."""
+    if args.adapt:
+        raise ValueError("--adapt trains on one image held in memory; it does not take stacks "
+                         "(denoise the stack without it, or adapt on one of its frames first)")
+    stack = stack_io.open_stack(plan['input'])
+    predictor = model.restored_predictor()
+    output = plan['output'].rstrip('/')
+    name = os.path.basename(plan['input'].rstrip('/'))
+    with tqdm(desc=f'{name} with {args.name}', unit='tile',
+              mininterval=1 if sys.stderr.isatty() else 30) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        options = replace(predict_options(args), batch_size=STACK_BATCH)
+        if output.lower().endswith('.zarr'):
+            with stack_io.zarr_output(output, stack) as out:
+                result = denoise_stack(predictor, stack, out, options, progress)
+        else:
+            folder = os.path.dirname(os.path.abspath(output))
+            with stack_io.scratch_array(folder, stack) as out:
+                result = denoise_stack(predictor, stack, out, options, progress)
+                stack_io.write_tiff_pages(output, out, stack,
+                                          bigtiff=True if args.stack_format == 'bigtiff' else None)
+    done = f"{name}: {stack.describe().split(': ', 1)[1]}; {result.frames} frame(s) denoised"
+    if result.constant:
+        done += f", {result.constant} constant (empty) frame(s) passed through unchanged"
+    note(done)
+    for message in result.notes:
+        note(f"{name}: {message}")
+    if result.reports:
+        note(f"{name}: {summarise(result.reports)}")
+
+
+def denoise_all(model, plans: List[Dict], args) -> None:
     """Denoise every planned file with `model`; exit status 1 when a file failed."""
     if len(plans) == 1:
-        denoise_file(model, plans[0], args)
-        print(f"wrote {plans[0]['output']} and {plans[0]['figure']}")
+        (denoise_stack_file if plans[0]['stack'] else denoise_file)(model, plans[0], args)
+        print(f"wrote {plans[0]['output']}" + (f" and {plans[0]['figure']}"
+                                               if plans[0]['figure'] else ''))
         return
     failed: List[str] = []
     unfit: List[str] = []  # inputs outside the model's noise range: the first note in full
@@ -101,7 +149,7 @@ def denoise_all(model, plans: List[Dict[str, Optional[str]]], args) -> None:
 
     for plan in bar:
         try:
-            denoise_file(model, plan, args, note)
+            (denoise_stack_file if plan['stack'] else denoise_file)(model, plan, args, note)
         except (ValueError, OSError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else \
                 type(error).__name__

@@ -214,7 +214,7 @@ def example_images(data_dir: str) -> List[List]:
     the page adds noise."""
     from PIL import Image
 
-    from utils.data.datasets import DATASETS, _grey_photo
+    from utils.data.datasets import DATASETS, grey_photo
     folder = os.path.join(data_dir, 'web_examples')
     files = {'noisy_camera.png': 0, 'noisy_astronaut.png': 0, 'clean_coins.png': 25}
     if not all(os.path.isfile(os.path.join(folder, f)) for f in files):
@@ -222,7 +222,7 @@ def example_images(data_dir: str) -> List[List]:
         tests = demo.test_images(data_dir)  # builds the demo set when missing
         os.makedirs(folder, exist_ok=True)
         views = {'noisy_camera.png': tests[0].noisy, 'noisy_astronaut.png': tests[1].noisy,
-                 'clean_coins.png': _grey_photo('coins')}
+                 'clean_coins.png': grey_photo('coins')}
         for name, array in views.items():
             with atomic_write(os.path.join(folder, name)) as tmp:
                 Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8)).save(tmp)

@@ -55,6 +55,15 @@ def _back_to_the_working_directory():
 def test_package_of_the_shipped_model(tmp_path):
     path = package_of(ROOT / 'trained_models', 'bsd68-N2S', tmp_path / 'bsd68.zip')
     check_package(path, ROOT / 'trained_models', 'bsd68-N2S')
+    # the napari plugin's loader (n2s_app/model_source.py) predicts a whole image as the model
+    from n2s_app.model_source import load_package
+    loaded = load_package(str(path))
+    assert (loaded.predictor.dim, loaded.predictor.in_channels, loaded.model) == (2, 1, None)
+    image = (80 + 40 * np.random.default_rng(3).random((96, 136))).astype(np.float32)
+    ours = Noise2Same(str(ROOT / 'trained_models'), 'bsd68-N2S').predict(image)
+    np.testing.assert_allclose(loaded.predictor.predict(image), ours, atol=1e-3 * np.ptp(image))
+    with pytest.raises(ValueError, match='no bioimage.io package'):
+        load_package(str(tmp_path / 'no-package.zip'))
     readme = zipfile.ZipFile(path).read('README.md').decode()
     assert 'python train.py --dataset bsd68 --filters 32 --batch-size 16' in readme
     assert 'Noise2Same: Optimizing A Self-Supervised Bound' in readme

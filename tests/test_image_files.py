@@ -53,7 +53,7 @@ def test_find_images_takes_files_folders_and_globs_once_each(folder):
     with pytest.raises(ValueError, match='matches no PNG'):
         find_images([str(folder / '*.bmp')])
     (folder / 'empty').mkdir()
-    with pytest.raises(ValueError, match='no PNG, JPEG or TIFF files in the folder'):
+    with pytest.raises(ValueError, match='no PNG, JPEG or TIFF files or Zarr folders in the folder'):
         find_images([str(folder / 'empty')])
 
 

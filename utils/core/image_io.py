@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from utils.core.files import atomic_write, check_writable
+from utils.core.stack_io import is_zarr
 
 TIFF_SUFFIXES = ('.tif', '.tiff')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg') + TIFF_SUFFIXES  # what folders and globs match
@@ -28,15 +29,20 @@ class LoadedImage:
 
 
 def find_images(paths: Sequence[str], what: str = '--images') -> List[str]:
-    """The image files named by files, folders and globs, in order, each once."""
+    """The image files (and OME-Zarr folders) named by files, folders and globs, in order, each
+    once."""
     found: List[str] = []
     seen = set()
     for path in paths:
-        if os.path.isdir(path):
+        if is_zarr(path):  # an OME-Zarr image is a folder
+            files = [path]
+        elif os.path.isdir(path):
             files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMAGE_SUFFIXES))
+                           if f.lower().endswith(IMAGE_SUFFIXES)
+                           or is_zarr(os.path.join(path, f)))
             if not files:
-                raise ValueError(f"{what}: no PNG, JPEG or TIFF files in the folder {path}")
+                raise ValueError(f"{what}: no PNG, JPEG or TIFF files or Zarr folders in the "
+                                 f"folder {path}")
         elif os.path.isfile(path):
             files = [path]
         else:

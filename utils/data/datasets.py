@@ -104,7 +104,7 @@ class Dataset:
                    **self.score(model, image, tta, refine)}
 
     @staticmethod
-    def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool, model=None
+    def outputs(noisy: np.ndarray, pred: np.ndarray, refine: bool, model
                 ) -> List[Tuple[str, np.ndarray]]:
         """[(key suffix, prediction)]: ('', the network's output) and, with refine,
         ('_refined', its refinement against `noisy` by the model's predictor
@@ -189,7 +189,7 @@ class Demo(BSD68):
         return super().path(data_dir, relative)
 
 
-def _grey_photo(name: str) -> np.ndarray:
+def grey_photo(name: str) -> np.ndarray:
     """A scikit-image photograph as float64 grey on 0..255."""
     from skimage import color, data
     image = getattr(data, name)()
@@ -209,7 +209,7 @@ def build_demo(folder: str, sigma: float = 25.0, seed: int = 2020) -> None:
     def crops(names, per_photo):
         out = []
         for name in names:
-            photo = _grey_photo(name)
+            photo = grey_photo(name)
             for _ in range(per_photo):
                 y = rng.integers(0, photo.shape[0] - 180 + 1)
                 x = rng.integers(0, photo.shape[1] - 180 + 1)
@@ -218,7 +218,7 @@ def build_demo(folder: str, sigma: float = 25.0, seed: int = 2020) -> None:
 
     train = noisy(crops(Demo.train_photos, 12))
     val = noisy(crops(Demo.val_photos, 2))
-    clean = [_grey_photo(name)[box].astype(np.float32) for name, box in Demo.test_crops]
+    clean = [grey_photo(name)[box].astype(np.float32) for name, box in Demo.test_crops]
     test = [noisy(c) for c in clean]
     os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.demo-', dir=os.path.dirname(os.path.abspath(folder)))

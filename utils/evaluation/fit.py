@@ -61,9 +61,10 @@ def fitting_models(model_dir: str, noise: float, dim: int, in_channels: int) -> 
 def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_dir: str,
                   label: str) -> Optional[str]:
     """One line when `image` ((spatial...) or (spatial..., C)) lies outside the noise range of
-    the model `name` (its `settings`), else None (also when no range is recorded)."""
+    the model `name` (its `settings`), else None (also when no range is recorded or the image
+    is constant)."""
     bounds = trained_range(settings)
-    if bounds is None:
+    if bounds is None or np.ptp(image) == 0:  # no range, or a constant (empty) image
         return None
     noise = relative_noise(image, dim)
     if fits(noise, bounds):

@@ -59,11 +59,15 @@ def denoise_array(predictor: Predictor, x: np.ndarray,
     Gaussian RGB noise white and of the same std, each normalised by its own mean and by the
     std of the RGB mean (so the network sees the noise level relative to the image's contrast
     as in a grey photograph; chrominance, of low contrast, is smoothed more). Returns float32
-    of x's shape. reports: a list that receives the refinement's `Refinement` of each
-    channel denoised (with options.refine)."""
+    of x's shape; a constant image (an empty frame) unchanged. reports: a list that receives
+    the refinement's `Refinement` of each channel denoised (with options.refine)."""
     colour = options.colour
     if colour not in COLOUR_MODES:
         raise ValueError(f"unknown colour mode {colour!r}; choose from {', '.join(COLOUR_MODES)}")
+    if x.size and np.ptp(x) == 0:  # constant (an empty frame): nothing to denoise, once the
+        grey = x.ndim == 3 and predictor.in_channels == 1  # image is checked (size, NaN)
+        predictor.channels_last(x[..., 0] if grey else x)
+        return np.array(x, np.float32)
 
     def one(z, im_mean=None, im_std=None):
         tiled = z.shape[0] * z.shape[1] > TILE_ABOVE

@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from utils.prediction.tiling import PadAndCropResizer, get_coord
+from utils.prediction.tiling import PadAndCropResizer, get_coord, grid_tiles
 
 
 @dataclass(frozen=True)
@@ -188,12 +188,8 @@ class Predictor:
         padded image (size rounded down and margin up to keep it so), so each tile sees the
         network's downsampling grid where the whole image does; pixels differ from `predict`
         only by the context a tile lacks beyond its margin."""
-        m = self.multiple
-        size, margin = max(m, size // m * m), -(-margin // (m // 2 or 1)) * (m // 2 or 1)
-        if size <= 2 * margin:
-            raise ValueError(f"tile size {size} must exceed 2 * margin = {2 * margin} (both "
-                             f"rounded to the network's multiple {m})")
-        padded = resizer.before(x, m, exclude=-1)
+        size, margin = grid_tiles(size, margin, self.multiple)
+        padded = resizer.before(x, self.multiple, exclude=-1)
         out = np.empty(padded.shape, np.float32)
         tiles = list(get_coord(padded.shape[:-1], size, margin))
         for start in range(0, len(tiles), batch_size):

@@ -73,6 +73,22 @@ def describe(reports: Sequence[Refinement]) -> str:
     return ' | '.join(f"channel {c}: {r.describe()}" for c, r in enumerate(reports))
 
 
+def summarise(reports: Sequence[Refinement], what: str = 'frames') -> str:
+    """One line for the refinements of many frames of a stack: how often each answer was
+    chosen and the median estimated gain."""
+    kinds = ['input' if r.choice == 'input' else 'network' if r.choice == 'network' else 'gate'
+             for r in reports]
+    counts = ', '.join(f"{kinds.count(k)} {label}" for k, label in (
+        ('gate', 'refined'), ('network', "the network's output"), ('input', 'the input'))
+        if kinds.count(k))
+    gains = [r.gain_db for r in reports if r.gain_db is not None]
+    text = f"refinement of {len(reports)} {what}: {counts}"
+    if gains:
+        text += f"; estimated gain over the input median {np.median(gains):+.1f} dB " \
+                f"({min(gains):+.1f} to {max(gains):+.1f})"
+    return text
+
+
 def wiener(noisy: np.ndarray, denoised: np.ndarray, variance, window: int,
            strength: float = 1.0) -> np.ndarray:
     """The gate y = f + clip(1 - t * mean_w(v) / mean_w(r^2), 0, 1) * r of one channel, float64.

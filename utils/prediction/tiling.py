@@ -1,4 +1,5 @@
 """Padding to the U-Net's multiples and cutting large images into overlapping tiles."""
+import itertools
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -66,20 +67,53 @@ def tile_starts(length: int, size: int, margin: int) -> List[Tuple[int, int, int
     return tiles
 
 
-def get_coord(shape: Sequence[int], size: int, margin: int) -> Iterator[Tuple[tuple, tuple, tuple]]:
-    """Tiles of the last two axes of an array of `shape` (earlier axes whole).
+def get_coord(shape: Sequence[int], size: int, margin: int,
+              tiled: int = 2) -> Iterator[Tuple[tuple, tuple, tuple]]:
+    """Tiles of the last `tiled` axes of an array of `shape` (earlier axes whole).
 
     Yields (source slices, target slices, slices of the tile to keep): out[trg] = tile[mrg].
     """
-    lead = (slice(None),) * (len(shape) - 2)
+    lead = (slice(None),) * (len(shape) - tiled)
     per_axis = []
-    for length in shape[-2:]:
+    for length in shape[len(shape) - tiled:]:
         tiles = []
         for start, left, right in tile_starts(length, size, margin):
             end = min(start + size, length)
             tiles.append((slice(start, end), slice(start + left, end - right),
                           slice(left, (end - start) - right)))
         per_axis.append(tiles)
-    for (sy, ty, my) in per_axis[0]:
-        for (sx, tx, mx) in per_axis[1]:
-            yield lead + (sy, sx), lead + (ty, tx), lead + (my, mx)
+    for combination in itertools.product(*per_axis):
+        src, trg, mrg = zip(*combination)
+        yield lead + src, lead + trg, lead + mrg
+
+
+def grid_tiles(size: int, margin: int, multiple: int) -> Tuple[int, int]:
+    """(size, margin) of tiles that stay on the network's downsampling grid: size rounded down
+    to a multiple of `multiple`, margin up to a multiple of half of it."""
+    half = multiple // 2 or 1
+    size, margin = max(multiple, size // multiple * multiple), -(-margin // half) * half
+    if size <= 2 * margin:
+        raise ValueError(f"tile size {size} must exceed 2 * margin = {2 * margin} (both "
+                         f"rounded to the network's multiple {multiple})")
+    return size, margin
+
+
+def padding(shape: Sequence[int], multiple: int) -> Tuple[List[Tuple[int, int]], str]:
+    """The padding `PadAndCropResizer.before` gives each axis of `shape` (all padded) and its
+    mode: 'reflect', or 'symmetric' where an axis is too short to reflect."""
+    pad = [((-s % multiple) // 2, -s % multiple - (-s % multiple) // 2) for s in shape]
+    mode = 'symmetric' if any(max(p) > s - 1 for p, s in zip(pad, shape)) else 'reflect'
+    return pad, mode
+
+
+def padded_indices(start: int, stop: int, before: int, length: int, mode: str) -> np.ndarray:
+    """Indices into an axis of `length` of the positions start..stop of that axis padded by
+    `before` in front (np.pad's 'reflect' or 'symmetric'): what a tile of the padded array
+    reads from the unpadded one."""
+    i = np.arange(start, stop) - before
+    if mode == 'reflect':  # period 2 (length - 1): 0 1 .. n-1 n-2 .. 1
+        period = max(2 * (length - 1), 1)
+        i = np.mod(i, period)
+        return np.where(i >= length, period - i, i)
+    i = np.mod(i, 2 * length)  # symmetric, period 2 length: 0 .. n-1 n-1 .. 0
+    return np.where(i >= length, 2 * length - 1 - i, i)

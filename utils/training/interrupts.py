@@ -1,4 +1,5 @@
-"""Signals during training: Ctrl-C (SIGINT) and SIGTERM end a run between two steps.
+"""Stopping training between two steps: on Ctrl-C (SIGINT) and SIGTERM, or when a progress
+callback (a GUI's Cancel) raises TrainingStopped.
 
 Python runs a signal's handler between two bytecodes of the main thread, wherever it is; the
 handlers of n2s_app.cli.run raise KeyboardInterrupt, which can land inside TensorFlow's Python
@@ -10,6 +11,13 @@ import signal
 import threading
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List
+
+StepCallback = Callable[[int, int], None]  # on_step(step, steps): after each training step
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Raised by a TrainOptions.on_step callback (utils/training/loop.py) to end training after
+    the current step: the loop saves it, as on Ctrl-C, and re-raises."""
 
 
 @contextmanager

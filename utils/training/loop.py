@@ -20,17 +20,12 @@ from tqdm.auto import tqdm
 from utils.core.errors import CheckpointError
 from utils.core.files import to_builtin
 from utils.core.settings import SettingConflict, run_settings
-from utils.data.pipeline import (
-    batch_maker,
-    check_training_images,
-    mask_box_size,
-    training_dataset,
-    validation_batches,
-)
+from utils.data.pipeline import (batch_maker, check_training_images, mask_box_size,
+                                 training_dataset, validation_batches)
 from utils.model_io.checkpoints import has_optimizer_state, is_tf1_checkpoint, latest_checkpoint
 from utils.prediction.tiling import PadAndCropResizer
 from utils.training.distribute import is_chief
-from utils.training.interrupts import deferred_signals
+from utils.training.interrupts import StepCallback, deferred_signals
 from utils.training.optimizer import learning_rate
 from utils.training.state import LOSS_SCALE, TrainingState
 
@@ -65,7 +60,8 @@ def logged(terms: Dict) -> Dict:
 class TrainOptions:
     """How a model is trained: the arguments of `Noise2Same.train`, which documents them
     (patch and global batch size, the step to stop at, checkpoint and log intervals, seed,
-    init_from, tf.distribute strategy, facts recorded in settings.json)."""
+    init_from, tf.distribute strategy, facts recorded in settings.json, a callback after each
+    step)."""
     patch_size: Sequence[int]
     batch_size: Optional[int] = None
     steps: int = 50000
@@ -78,6 +74,7 @@ class TrainOptions:
     strategy: Optional[tf.distribute.Strategy] = None
     sync_batch_norm: bool = False
     record: Optional[Mapping] = None
+    on_step: Optional[StepCallback] = None
 
     def check(self) -> None:
         """ValueError naming the first count out of range."""
@@ -278,7 +275,8 @@ def _loop(state: TrainingState, loss: Loss, batches, start: int, options: TrainO
           validation: Optional[np.ndarray], box: int, model_dir: str, label: str) -> None:
     """Run the steps; log every `log_steps`, save and validate every `save_steps` and at the
     end; on KeyboardInterrupt (Ctrl-C, or SIGTERM through n2s_app.cli.run: both wait for the
-    end of a step, utils/training/interrupts.py) save the current step and re-raise. In a
+    end of a step, utils/training/interrupts.py; or its TrainingStopped from options.on_step)
+    save the current step and re-raise. In a
     cluster every worker saves (reading distributed variables is collective) but only the
     chief's files are kept."""
     chief, steps = is_chief(options.strategy), options.steps
@@ -313,6 +311,8 @@ def _loop(state: TrainingState, loss: Loss, batches, start: int, options: TrainO
                         _validate(state, loss, validation, box, eval_writer, step,
                                   bar if chief else None)
                 stop_if_asked()
+                if options.on_step:
+                    options.on_step(step, steps)
         except KeyboardInterrupt:
             step = int(state.global_step.numpy())
             if step > saved:
