@@ -132,3 +132,26 @@ def test_jobs_run_in_their_own_process_with_progress_errors_and_cancel():
     with pytest.raises(jobs.JobCancelled):
         jobs.run('probe', {'seconds': 60}, lambda *p: None, lambda: True)
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.slow
+def test_a_wheel_builds_with_the_plugin_and_the_commands(tmp_path):
+    """`pip wheel . --no-deps` (setuptools from the package index, in pip's build isolation)
+    holds the modules of the original layout, the plugin's manifest, the licence and the
+    console commands."""
+    import zipfile
+    run = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps',
+                          '--wheel-dir', str(tmp_path), str(ROOT)], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    wheel, = tmp_path.glob('noise2same_tf2-*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ('models.py', 'train.py', 'test_single.py', 'n2s_commands.py',
+                   'n2s_napari/napari.yaml', 'n2s_napari/widgets.py', 'utils/prediction/stack.py',
+                   'n2s_app/cli.py'):
+        assert needed in names, needed
+    info = next(n for n in names if n.endswith('.dist-info/entry_points.txt'))
+    entry_points = zipfile.ZipFile(wheel).read(info).decode()
+    assert 'noise2same-tf2 = n2s_napari:napari.yaml' in entry_points
+    assert 'n2s-denoise = n2s_commands:test_single' in entry_points
+    assert any(n.endswith('LICENSE') for n in names)
