@@ -96,7 +96,8 @@ class DenoiseWidget(Container):
         super().__init__()
         self.viewer = napari_viewer
         self.layer = ComboBox(label='image', choices=lambda _: _image_layers(self.viewer))
-        self.model = ComboBox(label='model', choices=lambda _: model_source.find_models())
+        self.model = ComboBox(label='model', choices=lambda _: model_source.find_models(
+            model_source.SHIPPED_MODELS))
         self.path = FileEdit(label='or folder / .zip', mode='r', nullable=True,
                              tooltip='a model folder (train.py writes one) or a bioimage.io '
                                      'package (export.py --bioimageio); overrides the model')
@@ -173,7 +174,8 @@ class TrainWidget(Container):
         self.model_dir = FileEdit(label='model folder', mode='d',
                                   value=model_source.SHIPPED_MODELS)
         self.init = ComboBox(label='start from',
-                             choices=lambda _: [NO_INIT] + model_source.find_models())
+                             choices=lambda _: [NO_INIT] + model_source.find_models(
+                                 model_source.SHIPPED_MODELS))
         self.steps = SpinBox(label='steps', value=2000, min=1, max=1_000_000)
         self.batch = SpinBox(label='batch size', value=16, min=1, max=512)
         self.patch = SpinBox(label='patch size', value=64, min=16, max=512, step=16)
@@ -253,5 +255,14 @@ class TrainWidget(Container):
                           self._done)
 
     def _done(self, path: str) -> None:
+        """Say where the model is and offer it in the docked Denoise widgets' model lists
+        (which list the shipped models' folder: the default model folder here)."""
         from napari.utils.notifications import show_info
-        show_info(f"trained {path}; choose it in Denoise (its model list, or the folder)")
+        name = os.path.basename(path)
+        for widget in self.viewer.window.dock_widgets.values():
+            if isinstance(widget, DenoiseWidget):
+                widget.reset_choices()
+                if name in widget.model.choices:
+                    widget.model.value = name
+        show_info(f"trained {path}; Denoise lists it when it is in "
+                  f"{model_source.SHIPPED_MODELS}, else give it its folder")

@@ -178,8 +178,13 @@ def test_denoise_widget_cancel(make_napari_viewer, errors, qtbot, monkeypatch):
 
 @pytest.mark.slow
 def test_train_widget_trains_a_tiny_model_that_then_denoises(make_napari_viewer, qtbot, errors,
-                                                           tmp_path):
+                                                           tmp_path, monkeypatch):
+    from n2s_app import model_source
+    monkeypatch.setattr(model_source, 'SHIPPED_MODELS', str(tmp_path))  # the models' folder
     viewer = make_napari_viewer()
+    docked = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(docked, name='Denoise')
+    assert 'tiny' not in docked.model.choices
     _, noisy = noisy_image((4, 64, 64))
     viewer.add_image(noisy, name='training')
     widget = TrainWidget(viewer)
@@ -205,6 +210,7 @@ def test_train_widget_trains_a_tiny_model_that_then_denoises(make_napari_viewer,
     model_dir = tmp_path / 'tiny'
     assert (model_dir / 'settings.json').exists() and (model_dir / 'ckpt-6.index').exists()
     assert len(list((tmp_path / 'tiny-images').glob('*.tif'))) == 4
+    assert docked.model.value == 'tiny'  # offered in the docked Denoise widget
 
     denoise = DenoiseWidget(viewer)
     denoise.path.value = str(model_dir)
