@@ -43,10 +43,6 @@ class Stack:
     def dtype(self) -> np.dtype:
         return np.dtype(self.data.dtype)
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
     def describe(self) -> str:
         sizes = ' x '.join(f'{n} {a}' for a, n in zip(self.axes, self.shape))
         return f"{os.path.basename(self.path.rstrip('/'))}: {sizes}, {self.dtype}"
@@ -247,6 +243,10 @@ _NGFF_UNITS = {'µm': 'micrometer', 'um': 'micrometer', 'micron': 'micrometer',
                'nm': 'nanometer', 'mm': 'millimeter', 's': 'second', 'ms': 'millisecond'}
 
 
+_OME_UNITS = {'micrometer': 'µm', 'nanometer': 'nm', 'millimeter': 'mm', 'second': 's',
+              'millisecond': 'ms'}  # OME-TIFF's symbols of NGFF's unit names
+
+
 def _ngff_unit(unit: str) -> str:
     return _NGFF_UNITS.get(unit, unit)
 
@@ -283,9 +283,7 @@ def write_tiff_pages(path: str, data, like: Stack, bigtiff: Optional[bool] = Non
     for a, s in like.scale.items():
         metadata[f'PhysicalSize{a}'] = s
         if like.units.get(a):
-            metadata[f'PhysicalSize{a}Unit'] = {'micrometer': 'µm', 'nanometer': 'nm',
-                                                'millimeter': 'mm'}.get(like.units[a],
-                                                                        like.units[a])
+            metadata[f'PhysicalSize{a}Unit'] = _OME_UNITS.get(like.units[a], like.units[a])
 
     def pages() -> Iterator[np.ndarray]:
         for index in np.ndindex(*shape[:len(shape) - page_axes]):

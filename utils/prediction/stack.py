@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from utils.core.image_io import to_dtype
 from utils.core.stack_io import Stack
 from utils.prediction.predictor import PredictOptions, Predictor, self_ensemble
 from utils.prediction.tiling import get_coord, grid_tiles, padded_indices, padding
@@ -201,6 +202,8 @@ class FrameReader:
                    for s, (before, _), n in zip(spatial, pad, shape)]
         box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
         block = self.read(box)
+        if all(len(i) == b.stop - b.start for i, b in zip(indices, box)):
+            return block  # inside the frame: no reflected pixel to gather
         return block[np.ix_(*[i - b.start for i, b in zip(indices, box)])]
 
     def write(self, out, spatial: tuple, block: np.ndarray) -> None:
@@ -211,9 +214,8 @@ class FrameReader:
         wanted = wanted if self.lay.channel else wanted[:-1]
         block = np.transpose(block, [wanted.index(a) for a in order])
         dtype = np.dtype(out.dtype)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            block = np.clip(np.round(block), info.min, info.max)
+        if np.issubdtype(dtype, np.integer):  # rounded and clipped to the dtype's range
+            block = to_dtype(block, np.zeros(0, dtype))
         out[self._selection(spatial)] = block.astype(dtype)
 
     def row_blocks(self) -> Iterator[tuple]:
