@@ -3,6 +3,7 @@
     python -m benchmarks.speed                   # mixed shapes, then width 96 and 32, batch 16, patch 64
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
     python -m benchmarks.speed --mixed-shapes    # only the mixed-shape prediction pass
+    python -m benchmarks.speed --mixed-shapes --no-tta   # plain and refined only (2 x 1 min)
     python -m benchmarks.speed --train 32x16 64x16 --precision mixed_bfloat16   # only these steps
 
 Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
@@ -153,10 +154,10 @@ def mixed_shape_images(data_dir: str):
 
 
 def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
-                       limit: Optional[int] = None) -> Dict:
+                       limit: Optional[int] = None, tta: bool = True) -> Dict:
     """Seconds per image of `predict` over `mixed_shape_images` (the first `limit`): plain,
-    refined (`refine=True`, test_single.py's default) and with TTA (in this process, whose
-    oneDNN setting the caller chose)."""
+    refined (`refine=True`, test_single.py's default) and with TTA unless not `tta` (in this
+    process, whose oneDNN setting the caller chose)."""
     import numpy as np
 
     from models import Noise2Same
@@ -166,7 +167,9 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
     result = {'images': f'{len(images)} {source}',
               'width': model.net_config['first_output_filters'],
               'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
-    for mode, options in (('plain', {}), ('refined', {'refine': True}), ('tta', {'tta': True})):
+    modes = (('plain', {}), ('refined', {'refine': True})) + ((('tta', {'tta': True}),) if tta
+                                                             else ())
+    for mode, options in modes:
         model.predict(images[0], **options)  # warm-up
         times = [timed(lambda: model.predict(x, **options), 1)[0] for x in images]
         result[mode] = {'mean_s': float(np.mean(times)), 'total_s': float(np.sum(times)),
@@ -174,13 +177,15 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
     return result
 
 
-def mixed_shapes_children(model_dir: str, name: str, data_dir: str) -> List[Dict]:
+def mixed_shapes_children(model_dir: str, name: str, data_dir: str,
+                          tta: bool = True) -> List[Dict]:
     """`bench_mixed_shapes` with oneDNN off and on, each in a fresh process."""
     out = []
     for onednn in ('0', '1'):
         child = subprocess.run(
             [sys.executable, '-m', 'benchmarks.speed', '--mixed-child', '--model-dir', model_dir,
-             '--name', name, '--data-dir', data_dir], capture_output=True, text=True,
+             '--name', name, '--data-dir', data_dir] + ([] if tta else ['--no-tta']),
+            capture_output=True, text=True,
             env={**os.environ, 'TF_ENABLE_ONEDNN_OPTS': onednn})
         if child.returncode != 0:
             raise RuntimeError(f"mixed-shape child failed: {child.stderr.strip()[-500:]}")
@@ -190,13 +195,14 @@ def mixed_shapes_children(model_dir: str, name: str, data_dir: str) -> List[Dict
 
 def mixed_table(rows: List[Dict]) -> str:
     lines = ['| mixed shapes, predict per image | oneDNN | s/image mean (median, max) | '
-             'total s | refined: s/image | with --tta: s/image | total s |',
+             'total s | refined: s/image (x plain) | with --tta: s/image | total s |',
              '|---|---|---|---|---|---|---|']
     for r in rows:
-        p, f, t = r['plain'], r['refined'], r['tta']
+        p, f, t = r['plain'], r['refined'], r.get('tta')
+        tta = f"{t['mean_s']:.3f} | {t['total_s']:.1f}" if t else '– | –'
         lines.append(f"| {r['images']}, width {r['width']} | {r['onednn']} | {p['mean_s']:.3f} "
                      f"({p['median_s']:.3f}, {p['max_s']:.3f}) | {p['total_s']:.1f} | "
-                     f"{f['mean_s']:.3f} | {t['mean_s']:.3f} | {t['total_s']:.1f} |")
+                     f"{f['mean_s']:.3f} ({f['mean_s'] / p['mean_s']:.2f}) | {tta} |")
     return '\n'.join(lines)
 
 
@@ -247,11 +253,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                         '(the seconds per step of a learning curve: benchmarks.curve)')
     p.add_argument('--precision', default='float32', choices=PRECISIONS,
                    help='arithmetic of the --train rows')
+    p.add_argument('--no-tta', dest='tta', action='store_false',
+                   help='mixed shapes: leave out the --tta rows (8 predictions an image)')
     p.add_argument('--mixed-child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.mixed_child:  # one setting, in this process; JSON on the last line
         cli.start_tensorflow(training=False)
-        print(json.dumps(bench_mixed_shapes(args.model_dir, args.name, args.data_dir)))
+        print(json.dumps(bench_mixed_shapes(args.model_dir, args.name, args.data_dir,
+                                            tta=args.tta)))
         return
     if args.train:
         cli.start_tensorflow(training=True)
@@ -262,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(table(results))
         write_json(args.out, results)
         return
-    mixed = mixed_shapes_children(args.model_dir, args.name, args.data_dir)
+    mixed = mixed_shapes_children(args.model_dir, args.name, args.data_dir, args.tta)
     if args.mixed_shapes:
         print(mixed_table(mixed))
         return

@@ -10,7 +10,7 @@ at a small learning rate (ADAPT_LR, a tenth of the original's 4e-4), and few ste
 The loss's noise level: Noise2Same's lmbd stands for 2 x the noise std, and a model trained at
 sigma 25 carries that of sigma 25 (an N2SP model's guard floors it there too). Adapting with it
 to an image of other noise keeps the trained smoothing. lmbd='image' uses 2 x the input's own
-blind noise estimate instead (`datasets.relative_noise` of the normalised image), in
+blind noise estimate instead (`utils.core.noise.relative_noise` of the normalised image), in
 rec + lmbd * sqrt(inv) for either class; lmbd='model' keeps the model's own loss.
 """
 from contextlib import contextmanager

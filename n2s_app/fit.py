@@ -1,5 +1,6 @@
-"""Record the training noise range of a model trained before it was recorded (settings.json
-training.relative_noise, which the model-fit note of utils/evaluation/fit.py reads).
+"""Record the training noise range of a model trained before it was recorded, or recorded by an
+earlier estimator (settings.json training.relative_noise, which the model-fit note of
+utils/evaluation/fit.py reads).
 
     python -m n2s_app.fit trained_models/bsd68-N2S
 """
@@ -9,7 +10,7 @@ from n2s_app import cli
 from utils.core.settings import SETTINGS_FILE, read_settings, write_settings
 from utils.data.datasets import get_dataset
 from utils.data.user_images import from_files
-from utils.evaluation.fit import noise_range
+from utils.evaluation.fit import record_noise_range
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -28,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         images = get_dataset(training.get('dataset', 'bsd68'), args.data_dir).training_data(
             args.data_dir)[0]
-    settings['training']['relative_noise'] = noise_range(images, settings.get('dim', 2))
+    record_noise_range(settings['training'], images, settings.get('dim', 2))
     write_settings(args.model, settings)
     print(f"{args.model}: training.relative_noise = {settings['training']['relative_noise']}")
 

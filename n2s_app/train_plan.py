@@ -150,10 +150,10 @@ def training_data(dataset: Dataset, data_dir: str, patch_size: List[int], record
     """(training images, validation images or None) of a data set, normalised; image files
     are checked against the patch size and summarised first. Adds the range of the images'
     relative noise to `record` (settings.json training.relative_noise, `fit.noise_range`)."""
-    from utils.evaluation.fit import noise_range
+    from utils.evaluation.fit import record_noise_range
     if isinstance(dataset, ImageFiles):
         images, validation = dataset.training_data(patch_size=patch_size, verbose=True)
     else:
         images, validation = dataset.training_data(data_dir)
-    record['relative_noise'] = noise_range(images, dataset.dim)
+    record_noise_range(record, images, dataset.dim)
     return images, validation

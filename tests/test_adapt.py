@@ -66,19 +66,20 @@ def test_adapting_trains_in_memory_then_restores_the_weights(image):
 
 
 def test_the_image_noise_level_loss_uses_twice_its_blind_noise_estimate(image):
-    """lmbd='image': rec + 2 s sqrt(inv), s = estimate_sigma(normalised image) / its std,
-    whatever lmbd the model (or its N2SP guard) carries; 'model' is the model's own loss."""
+    """lmbd='image': rec + 2 s sqrt(inv), s = the blind noise std of the normalised image over
+    its std (`relative_noise`; near the known 25 / the noisy crop's std), whatever lmbd the
+    model (or its N2SP guard) carries; 'model' is the model's own loss."""
     import tensorflow as tf
-    from skimage.restoration import estimate_sigma
 
     from models import load_model
     from n2s_app.adapt import adaptation_loss, normalised
+    from utils.core.noise import relative_noise
     terms = {'reconstruction': tf.constant(0.3), 'invariance': tf.constant(0.04)}
     for name in ('demo32-N2S', 'bsd68-N2SP'):
         model = load_model(str(MODELS), name)
         x = normalised(model, image)
-        s = estimate_sigma(x[..., 0].astype(np.float64)) / x.std()
-        assert 0.3 < s < 0.6  # sigma 25 on this crop
+        s = relative_noise(x[..., 0])
+        assert s == pytest.approx(25 / image.std(), rel=0.1)  # the noise added: sigma 25
         np.testing.assert_allclose(float(adaptation_loss(model, x, 'image')(terms)),
                                    0.3 + 2 * s * 0.2, rtol=1e-5)
         np.testing.assert_allclose(float(adaptation_loss(model, x, 'model')(terms)),

@@ -89,6 +89,9 @@ def test_mixed_shape_pass_times_every_image_with_and_without_tta(tmp_path):
         assert result[key]['total_s'] == pytest.approx(3 * result[key]['mean_s'])
     assert result['tta']['mean_s'] > result['plain']['mean_s']  # eight predictions, not one
     assert 'random, width 32' in speed.mixed_table([result])
+    quick = speed.bench_mixed_shapes(str(ROOT / 'trained_models'), 'demo32-N2S',
+                                     str(tmp_path), limit=2, tta=False)
+    assert 'tta' not in quick and '| – | – |' in speed.mixed_table([quick])
 
 
 @pytest.mark.slow

@@ -13,8 +13,9 @@ from utils.prediction.predictor import PredictOptions
 from utils.evaluation import fit
 from n2s_app.cli import DEFAULT_MODEL
 from utils.evaluation.metrics import PSNR
-from utils.core.noise import NoiseModel, estimate_noise_model
+from utils.core.noise import NoiseModel, clipping, estimate_noise_model
 from utils.data import bsd68_build
+from utils.prediction import refine as refine_module
 from utils.prediction.refine import refine, refine_with_report, wiener
 
 MODEL = 'demo32-N2S'
@@ -45,7 +46,7 @@ def scene(shape=(96, 128), sigma=5.0, seed=0):
 
 
 def smooth_scene(shape=(192, 256)):
-    """A clean image of ramps and soft blobs on 10..240, little texture: the estimator's
+    """A clean image of ramps and soft blobs on -20..223, little texture: the estimator's
     ground truth is the noise alone."""
     yy, xx = np.mgrid[:shape[0], :shape[1]] / np.array(shape)[:, None, None]
     return 10 + 200 * xx + 30 * np.sin(6 * yy) * np.cos(4 * xx) ** 2
@@ -104,6 +105,64 @@ def test_the_noise_model_reads_less_texture_as_noise_than_one_wavelet_sigma():
     assert estimate_noise_model(noisy).spread[0] > 0.1  # and knows it is unsure
 
 
+def clipped_8bit(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """Gaussian noise as an 8-bit photo keeps it: rounded and clipped to 0..255."""
+    noise = np.random.default_rng(seed).normal(0, sigma, clean.shape)
+    return np.clip(np.round(clean + noise), 0, 255)
+
+
+def photo_scene() -> np.ndarray:
+    """`smooth_scene` on 20..214, inside an 8-bit photo's range."""
+    return 20 + 0.8 * (smooth_scene() + 20)
+
+
+def test_clipping_is_found_where_noise_was_cut_off_and_nowhere_else():
+    clean = photo_scene()
+    assert clipping(clipped_8bit(clean, 25.0, 1)) == (0.0, 255.0)
+    assert clipping(clipped_8bit(clean, 2.0, 1)) == (-np.inf, np.inf)  # no pixel reaches an end
+    assert clipping(np.clip(clean + 50.0, None, 255)) == (-np.inf, 255.0)  # saturated, no noise
+    assert clipping(clean + np.random.default_rng(1).normal(0, 25, clean.shape)) == \
+        (-np.inf, np.inf)
+    # photon counts: many zeros at 1 photon a pixel, but as many ones: not a clipped end
+    counts = bsd68_build.poisson_gaussian(clean, 30.0, 0.0, np.random.default_rng(1))
+    assert clipping(counts) == (-np.inf, np.inf)
+
+
+@pytest.mark.parametrize('sigma', [25.0, 40.0])
+def test_the_noise_model_of_clipped_noise_is_the_noise_before_clipping(sigma):
+    """A scene whose dark end lies below 0 (an under-exposed photo): noise cut off at 0 shrinks
+    there, and fitted through all levels it reads as Poisson-like (variance 3.45 y + 155 at
+    sigma 25: 0.4 x the truth at level 30); without the levels near the ends the model is the
+    Gaussian sigma at every level, and says the data are clipped."""
+    clean = smooth_scene()
+    model = estimate_noise_model(clipped_8bit(clean, sigma, int(sigma)))
+    for level in (30.0, 128.0, 200.0):
+        assert model.variance(np.array([level]))[0] == pytest.approx(sigma ** 2, rel=0.2)
+    assert model.describe().endswith('clipped at 0 and 255')
+    near = model.near_clipping(clean)
+    assert near[clean < 2 * sigma * 0.9].all() and not near[(clean > 2.2 * sigma)
+                                                            & (clean < 255 - 2.2 * sigma)].any()
+
+
+def test_the_guard_keeps_clipped_noise_from_being_put_back():
+    """A held-out BSD68 validation image (test_398, never trained on) as an 8-bit photo at
+    sigma 50, denoised by the default model: judged with the clipped pixels, the risk estimate
+    took a gate that put noise back (2.1 dB below the network alone); judged without them, the
+    refinement is not below the network, and above the input."""
+    from PIL import Image
+    from models import load_model
+    from test_bsd68 import PNGS, require_pngs
+    require_pngs()
+    clean = np.asarray(Image.open(PNGS / 'train400' / 'test_398.png'), np.float64)
+    noisy = clipped_8bit(clean, 50.0, 398)
+    predictor = load_model(str(ROOT / 'trained_models'), DEFAULT_MODEL).restored_predictor()
+    network = predictor.predict(noisy)
+    refined, (report,) = predictor.refine(noisy, network)
+    assert 'clipped at 0 and 255' in report.describe()
+    assert PSNR(clean, refined) >= PSNR(clean, network) - 0.05
+    assert PSNR(clean, refined) > PSNR(clean, noisy) + 5
+
+
 def test_refine_gives_back_what_an_over_smoothing_denoiser_took_and_keeps_a_good_one():
     clean, noisy, smooth = scene(sigma=5.0)
     refined, (report,) = refine_with_report(noisy, smooth)  # noise model estimated blindly
@@ -115,6 +174,37 @@ def test_refine_gives_back_what_an_over_smoothing_denoiser_took_and_keeps_a_good
     # a denoiser that removed exactly the noise: kept (nothing better among the candidates)
     exact = refine(noisy, clean)
     assert PSNR(clean, exact) > PSNR(clean, noisy) + 5
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.3])
+def test_each_candidates_risk_is_steins_estimate_with_the_divergence_by_finite_differences(alpha):
+    """SURE(y) = |y - x|^2 - sum v + 2 sum v dy_i/dx_i for Gaussian noise of variance v per
+    pixel, here with dy_i/dx_i measured by finite differences of the gate as a function of x
+    (a lattice of pixels further apart than the window perturbed at once), for a 'denoiser'
+    f = alpha x + (1 - alpha) c whose divergence is alpha; also over a part of the pixels."""
+    rng = np.random.default_rng(7)
+    clean = scene((40, 44), sigma=5.0)[0]
+    v = 20.0 + 0.3 * clean  # Poisson-Gaussian-like variance per pixel
+    x = clean + rng.normal(0, 1, clean.shape) * np.sqrt(v)
+    c = clean + rng.normal(0, 2, clean.shape)  # a fixed 'estimate' not made from x
+    denoise = lambda z: alpha * z + (1 - alpha) * c
+    scored = np.ones(x.shape, bool)
+    scored[:, :9] = False
+    windows, strengths = (3, 7), (0.5, 1.0, 2.0)
+    terms = refine_module.risk_terms(x, denoise(x), v, alpha, scored, windows, strengths)
+    assert [t[0] for t in terms[:2]] == ['input', 'network']
+    assert terms[0][2] == pytest.approx(v[scored].sum())
+    for name, fit_, lin, gate_ in terms[2:]:
+        w, t = gate_
+        y = lambda z: wiener(z, denoise(z), v, w, t)
+        div, step, base = np.zeros(x.shape), 1e-4, y(x)
+        for i in range(w + 1):
+            for j in range(w + 1):
+                probe = np.zeros(x.shape)
+                probe[i::w + 1, j::w + 1] = step
+                div += (y(x + probe) - base) / step * (probe > 0)
+        sure = ((base - x) ** 2 - v + 2 * v * div)[scored].sum()
+        assert fit_ + lin == pytest.approx(sure, rel=1e-4), name
 
 
 def test_the_guard_returns_the_input_when_the_denoiser_destroys_the_image():
@@ -209,22 +299,34 @@ def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):
     import json
     import shutil
     base = tmp_path / 'models'
-    for name, bounds in (('low', [0.05, 0.15]), ('mid', [0.3, 0.7]), ('unrecorded', None)):
+    for name, bounds in (('low', [0.05, 0.15]), ('mid', [0.3, 0.7]), ('unrecorded', None),
+                         ('earlier', [0.3, 0.7])):
         shutil.copytree(ROOT / 'trained_models' / MODEL, base / name)
         settings = json.loads((base / name / 'settings.json').read_text())
         settings['training'].pop('relative_noise', None)
+        settings['training'].pop('relative_noise_estimator', None)
         if bounds:
             settings['training']['relative_noise'] = bounds
+        if name in ('low', 'mid'):
+            settings['training']['relative_noise_estimator'] = fit.ESTIMATOR
         (base / name / 'settings.json').write_text(json.dumps(settings))
-    clean, noisy, _ = scene((128, 128), sigma=3.0)  # relative noise ~ 3 / 50
+    clean, noisy, _ = scene((128, 128), sigma=3.0)
     rel = relative_noise(noisy)
-    assert 0.03 < rel < 0.12
+    assert rel == pytest.approx(3.0 / noisy.std(), rel=0.2)  # the noise added over the std
+    # and so in any units: a normalised image (mean 0) measures as its raw values do
+    assert relative_noise((noisy - noisy.mean()) / noisy.std()) == pytest.approx(rel, rel=0.02)
     read = lambda name: json.loads((base / name / 'settings.json').read_text())
     message = fit.unfit_message('mid', read('mid'), noisy, 2, str(base), 'x.png')
     assert message.startswith('note: x.png:') and 'below the 0.30-0.70' in message
     assert 'models that fit: low' in message
     assert fit.unfit_message('low', read('low'), noisy, 2, str(base), 'x.png') is None
     assert fit.unfit_message('unrecorded', read('unrecorded'), noisy, 2, str(base), 'x') is None
+    # a range measured by the estimator before (no relative_noise_estimator): not compared
+    assert fit.unfit_message('earlier', read('earlier'), noisy, 2, str(base), 'x') == (
+        "note: earlier's training noise range was measured by an earlier estimator and is not "
+        f"used; record it again: python -m n2s_app.fit {base / 'earlier'}")
+    assert 'models that fit: low' in fit.unfit_message('mid', read('mid'), noisy, 2, str(base),
+                                                       'x')  # not 'earlier'
     loud = scene((128, 128), sigma=80.0)[1]
     assert 'above' in fit.unfit_message('low', read('low'), loud, 2, str(base), 'y.png')
     # the shipped models: a photograph at sigma 5 is below the sigma-25 models' range, and

@@ -3,7 +3,7 @@ std (`noise_std`, `relative_noise`) or a Poisson-Gaussian model per image (`Nois
 `estimate_noise_model`)."""
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -26,12 +26,16 @@ def lmbd_for_noise(images, sigma: float) -> float:
 
 
 def relative_noise(image, dim: int = 2) -> float:
-    """Blind noise std of one image over its own std (scikit-image's wavelet `estimate_sigma`,
-    averaged over channels): unit-free. image: `dim`-D (spatial...) or (spatial..., C)."""
-    from skimage.restoration import estimate_sigma
+    """Blind noise std of one image over its own std: unit-free. The root-mean-square std of
+    the image's Poisson-Gaussian noise model (`estimate_noise_model`, each channel's signal
+    counted from its smallest value, so that a normalised image, mean 0, measures as its raw
+    counts do), averaged over channels. image: `dim`-D (spatial...) or (spatial..., C)."""
     x = np.asarray(image, np.float64)
-    sigma = estimate_sigma(x, average_sigmas=True, channel_axis=-1 if x.ndim == dim + 1 else None)
-    return float(sigma) / max(float(np.std(x)), 1e-12)
+    if x.ndim == dim:
+        x = x[..., None]
+    x = x - x.min(axis=tuple(range(dim)))
+    model = estimate_noise_model(x, channel_axis=-1)
+    return model.std(x) / max(float(np.std(x)), 1e-12)
 
 
 def lmbd_estimated(images, dim: int = 2) -> float:
@@ -71,6 +75,8 @@ IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]]) / 6.0
 BLOCK = 8  # side of the blocks whose high-pass energy is one sample
 QUANTILE = 0.1  # the share of least textured blocks that measures the noise at a signal level
 MAX_BINS, PER_BIN = 12, 40  # signal-level bins: at most 12, at least 40 blocks each
+CLIP_SHARE, CLIP_SPIKE = 0.001, 4.0  # a clipped end: >= 0.1 % of pixels, 4x its neighbour
+CLIP_MARGIN = 2.0  # noise stds from a clipped end within which the noise is distorted
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,26 @@ class NoiseModel:
     """Poisson-Gaussian noise: variance a * y + b at signal y (a = 0: Gaussian of std
     sqrt(b)), per channel; y and the variance in the image's units (e.g. 0..255 and 255^2).
     `spread`: the relative scatter of the measurements about the fitted line, per channel
-    (an estimate's uncertainty: texture that the estimator mistook for noise raises it)."""
+    (an estimate's uncertainty: texture that the estimator mistook for noise raises it).
+    `low`, `high`: the values the data were clipped at (an 8-bit photo's 0 and 255: noise
+    there is neither Gaussian nor zero-mean), -inf / inf where not clipped."""
     a: np.ndarray  # (C,)
     b: np.ndarray  # (C,)
     spread: np.ndarray  # (C,)
+    low: Optional[np.ndarray] = None  # (C,), -inf when None
+    high: Optional[np.ndarray] = None  # (C,), inf when None
+
+    def __post_init__(self):
+        for name, none in (('low', -np.inf), ('high', np.inf)):
+            value = getattr(self, name)
+            object.__setattr__(self, name, np.full(len(self.a), none) if value is None
+                               else np.asarray(value, np.float64))
+
+    def channel(self, c: int) -> 'NoiseModel':
+        """The model of channel c alone."""
+        one = slice(c, c + 1)
+        return NoiseModel(self.a[one], self.b[one], self.spread[one], self.low[one],
+                          self.high[one])
 
     def variance(self, signal: np.ndarray, channel: int = 0) -> np.ndarray:
         """The noise variance at each pixel of `signal` (a clean estimate), channel `channel`;
@@ -89,6 +111,12 @@ class NoiseModel:
         a, b = float(self.a[channel]), float(self.b[channel])
         var = a * np.clip(signal, 0, None) + b
         return np.maximum(var, 1e-12 * max(a * float(np.max(signal, initial=0)) + b, 1e-30))
+
+    def near_clipping(self, signal: np.ndarray, channel: int = 0) -> np.ndarray:
+        """Where the data's clipping distorts the noise: a signal (spatial...) within
+        CLIP_MARGIN noise stds of `low` or `high`; bool, all False when not clipped."""
+        reach = CLIP_MARGIN * np.sqrt(self.variance(signal, channel))
+        return (signal < self.low[channel] + reach) | (signal > self.high[channel] - reach)
 
     def std(self, signal: np.ndarray) -> float:
         """The root-mean-square noise std over `signal` (spatial..., C) or one channel."""
@@ -99,11 +127,31 @@ class NoiseModel:
         return float(np.sqrt(self.variance(signal).mean()))
 
     def describe(self, channel: int = 0) -> str:
-        """One line: 'Gaussian, std 12.3' or 'Poisson-Gaussian, variance 2.55 y + 4.1'."""
+        """One line: 'Gaussian, std 12.3', 'Poisson-Gaussian, variance 2.55 y + 4.1', with
+        ', clipped at 0 and 255' (or at one end) when it is."""
         a, b = float(self.a[channel]), float(self.b[channel])
-        if a == 0:
-            return f"Gaussian, std {np.sqrt(b):.3g}"
-        return f"Poisson-Gaussian, variance {a:.3g} y + {b:.3g}"
+        text = (f"Gaussian, std {np.sqrt(b):.3g}" if a == 0 else
+                f"Poisson-Gaussian, variance {a:.3g} y + {b:.3g}")
+        ends = [f"{v + 0:.4g}" for v in (self.low[channel], self.high[channel])  # + 0: no -0
+                if np.isfinite(v)]
+        return text + (f", clipped at {' and '.join(ends)}" if ends else '')
+
+
+def clipping(image: np.ndarray) -> Tuple[float, float]:
+    """(low, high): the values one channel (spatial...) was clipped at, -inf / inf where it
+    was not. An end counts as clipped where at least CLIP_SHARE of the pixels sit exactly at
+    it and CLIP_SPIKE times as many as at the next value inside: the histogram of noise cut
+    off by a range ends in a spike, that of an unclipped image thins out."""
+    x = np.asarray(image).ravel()
+    ends = [-np.inf, np.inf]
+    for side, (end, inner) in enumerate(((x.min(), lambda: x[x > end].min()),
+                                         (x.max(), lambda: x[x < end].max()))):
+        at_end = np.count_nonzero(x == end)
+        if at_end < CLIP_SHARE * x.size or at_end == x.size:
+            continue
+        if at_end >= CLIP_SPIKE * np.count_nonzero(x == inner()):
+            ends[side] = float(end)
+    return ends[0], ends[1]
 
 
 def estimate_noise_model(image: np.ndarray, signal: Optional[np.ndarray] = None,
@@ -117,10 +165,11 @@ def estimate_noise_model(image: np.ndarray, signal: Optional[np.ndarray] = None,
     up to MAX_BINS equally filled signal-level bins; in each, the QUANTILE of the energies over
     its value on white noise (measured once, `_white_quantile`) is the variance there, so the
     least textured blocks decide; a, b >= 0 are the weighted least-squares line through them.
-    Images smaller than 2 blocks a side fall back to one bin over the whole image.
+    Images smaller than 2 blocks a side fall back to one bin over the whole image. Where the
+    data are clipped (`clipping`), the line is fitted again without the blocks within
+    CLIP_MARGIN stds of a clipped end, whose noise the clipping shrinks.
     image/signal: (spatial...) or with channels on `channel_axis`."""
     from scipy.ndimage import convolve, uniform_filter
-    from scipy.optimize import nnls
     x = np.asarray(image, np.float64)
     s = x if signal is None else np.asarray(signal, np.float64)
     if s.shape != x.shape:
@@ -132,7 +181,7 @@ def estimate_noise_model(image: np.ndarray, signal: Optional[np.ndarray] = None,
     if x.ndim < 3 or min(x.shape[-3:-1]) < 3:
         raise ValueError(f"the noise model needs an image of at least 3 x 3 pixels, got "
                          f"{x.shape[:-1]}")
-    a, b, spread = [], [], []
+    fits, low, high = [], [], []
     for c in range(x.shape[-1]):
         planes = x[..., c].reshape((-1,) + x.shape[-3:-1])
         levels = s[..., c].reshape(planes.shape)
@@ -143,21 +192,35 @@ def estimate_noise_model(image: np.ndarray, signal: Optional[np.ndarray] = None,
             block = BLOCK if min(z.shape) >= 2 * BLOCK else 1
             energy.append(_blocks(z * z, block)), level.append(_blocks(m, block))
         energy, level = np.concatenate(energy), np.concatenate(level)
-        bins = int(np.clip(len(energy) // PER_BIN, 1, MAX_BINS))
-        ms, vs = [], []
-        for chosen in np.array_split(np.argsort(level, kind='stable'), bins):
-            ms.append(np.median(level[chosen]))
-            vs.append(np.quantile(energy[chosen], QUANTILE) / _white_quantile(block))
-        ms, vs = np.clip(np.array(ms), 0, None), np.array(vs)
-        if np.any(vs > 0):  # at a fraction of a photon a pixel, whole blocks are zero
-            ms, vs = ms[vs > 0], vs[vs > 0]
-        weight = 1 / (vs + 0.1 * np.median(vs) + 1e-300)
-        design = np.stack([ms, np.ones_like(ms)], axis=1)
-        (ac, bc), _ = nnls(design * weight[:, None], vs * weight)
-        fit = np.maximum(design @ [ac, bc], 1e-300)
-        a.append(ac), b.append(bc)
-        spread.append(float(np.sqrt(np.mean((vs / fit - 1) ** 2) / max(len(vs) - 2, 1))))
-    return NoiseModel(np.array(a), np.array(b), np.array(spread))
+        lo, hi = clipping(x[..., c])
+        ac, bc, sc = _fit_line(energy, level, block)
+        if np.isfinite(lo) or np.isfinite(hi):  # again without the blocks clipping distorts
+            first = NoiseModel(np.array([ac]), np.array([bc]), np.array([sc]), [lo], [hi])
+            kept = ~first.near_clipping(level)
+            if kept.sum() >= 2 * PER_BIN:
+                ac, bc, sc = _fit_line(energy[kept], level[kept], block)
+        fits.append((ac, bc, sc)), low.append(lo), high.append(hi)
+    a, b, spread = (np.array(v) for v in zip(*fits))
+    return NoiseModel(a, b, spread, np.array(low), np.array(high))
+
+
+def _fit_line(energy: np.ndarray, level: np.ndarray, block: int) -> Tuple[float, float, float]:
+    """(a, b, spread) of the line var = a * level + b through the blocks' high-pass energies
+    (`estimate_noise_model`)."""
+    from scipy.optimize import nnls
+    bins = int(np.clip(len(energy) // PER_BIN, 1, MAX_BINS))
+    ms, vs = [], []
+    for chosen in np.array_split(np.argsort(level, kind='stable'), bins):
+        ms.append(np.median(level[chosen]))
+        vs.append(np.quantile(energy[chosen], QUANTILE) / _white_quantile(block))
+    ms, vs = np.clip(np.array(ms), 0, None), np.array(vs)
+    if np.any(vs > 0):  # at a fraction of a photon a pixel, whole blocks are zero
+        ms, vs = ms[vs > 0], vs[vs > 0]
+    weight = 1 / (vs + 0.1 * np.median(vs) + 1e-300)
+    design = np.stack([ms, np.ones_like(ms)], axis=1)
+    (a, b), _ = nnls(design * weight[:, None], vs * weight)
+    fit = np.maximum(design @ [a, b], 1e-300)
+    return float(a), float(b), float(np.sqrt(np.mean((vs / fit - 1) ** 2) / max(len(vs) - 2, 1)))
 
 
 def _blocks(values: np.ndarray, side: int) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Does a model fit an image? Its training noise range against the image's noise level.
 
 Noise levels here are relative: the blind noise std over the image's std
-(`utils.core.noise.relative_noise`), the quantity a model sees after its per-image normalisation, so
-they compare across value ranges. Training records the range of its images (5th to 95th
-percentile) in settings.json as training.relative_noise = [low, high]; `test_single.py` and
-the web demo print one line when an image lies outside it by more than FIT_MARGIN, naming the
-models of the same folder that fit.
+(`utils.core.noise.relative_noise`: the root-mean-square std of the image's Poisson-Gaussian
+noise model, the one the refinement uses), the quantity a model sees after its per-image
+normalisation, so they compare across value ranges. Training records the range of its images
+(5th to 95th percentile) in settings.json as training.relative_noise = [low, high], with
+training.relative_noise_estimator = ESTIMATOR; `test_single.py` and the web demo print one
+line when an image lies outside it by more than FIT_MARGIN, naming the models of the same
+folder that fit, and one line when a model's range was measured by an earlier estimator.
 
     python -m n2s_app.fit trained_models/bsd68-N2S   # record the range of a model trained before
 """
@@ -18,6 +20,7 @@ from utils.core.noise import relative_noise
 
 FIT_MARGIN = 1.5  # an image fits when low / FIT_MARGIN <= its noise <= high * FIT_MARGIN
 MAX_IMAGES = 200  # images measured for the range (a seeded sample of larger sets)
+ESTIMATOR = 'noise model'  # what measured a recorded range (before: 'wavelet', not recorded)
 
 
 def noise_range(images: Sequence[np.ndarray], dim: int = 2, seed: int = 0) -> List[float]:
@@ -31,10 +34,24 @@ def noise_range(images: Sequence[np.ndarray], dim: int = 2, seed: int = 0) -> Li
     return [round(float(low), 4), round(float(high), 4)]
 
 
+def record_noise_range(record: dict, images: Sequence[np.ndarray], dim: int = 2) -> None:
+    """Writes the images' `noise_range` and its ESTIMATOR into a settings.json training record."""
+    record['relative_noise'] = noise_range(images, dim)
+    record['relative_noise_estimator'] = ESTIMATOR
+
+
 def trained_range(settings: dict) -> Optional[Tuple[float, float]]:
-    """The recorded (low, high) of a model's settings, or None (trained before it was kept)."""
+    """The recorded (low, high) of a model's settings, or None (trained before it was kept, or
+    measured by an earlier estimator: `outdated`)."""
     value = settings.get('training', {}).get('relative_noise')
-    return (float(value[0]), float(value[1])) if value else None
+    return (float(value[0]), float(value[1])) if value and not outdated(settings) else None
+
+
+def outdated(settings: dict) -> bool:
+    """Whether a recorded range was measured by another estimator than today's."""
+    training = settings.get('training', {})
+    return bool(training.get('relative_noise')) and \
+        training.get('relative_noise_estimator') != ESTIMATOR
 
 
 def fits(noise: float, bounds: Tuple[float, float]) -> bool:
@@ -63,6 +80,10 @@ def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_
     """One line when `image` ((spatial...) or (spatial..., C)) lies outside the noise range of
     the model `name` (its `settings`), else None (also when no range is recorded or the image
     is constant)."""
+    if outdated(settings):
+        return (f"note: {name}'s training noise range was measured by an earlier estimator and is "
+                f"not used; record it again: python -m n2s_app.fit "
+                f"{os.path.join(model_dir, name)}")
     bounds = trained_range(settings)
     if bounds is None or np.ptp(image) == 0:  # no range, or a constant (empty) image
         return None

@@ -27,7 +27,10 @@ reaches further because texture only ever inflates the estimate (LOWER chosen on
 validation images and scikit-image photographs at sigma 5-25 and Poisson peaks 30 and 100:
 0.4 left none of them below its input and raised the mean at sigma 5 by 0.5 dB).
 At low photon counts (under LOW_COUNTS photons per pixel on average) the Gaussian risk
-estimate does not hold and the network's output is returned as it is.
+estimate does not hold and the network's output is returned as it is; neither does it where
+the data were clipped (an 8-bit photo's noise cut off at 0 and 255: `NoiseModel.low/high`),
+so the risk is estimated on the pixels further than CLIP_MARGIN noise stds from a clipped end
+(the network's output is kept when fewer than MIN_SCORED of them are).
 
 Arrays: (spatial...) or (spatial..., C) with `channel_axis=-1`; any value range (the noise is
 in the image's units); float32 out.
@@ -44,6 +47,7 @@ STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # and the strengths t
 MIN_DELTA = 0.03  # the noise variance is never taken as known better than +-3 %
 LOWER = 0.4  # its lower end at most 1 - LOWER: texture only ever inflates the estimate
 LOW_COUNTS = 8.0  # mean photons per pixel below which the network's output is kept
+MIN_SCORED = 0.05  # the share of unclipped pixels below which the network's output is kept
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,8 @@ def refine_with_report(noisy: np.ndarray, denoised: np.ndarray,
         noise = estimate_noise_model(x, f, channel_axis=-1)
     out, reports = np.empty_like(x), []
     for c in range(x.shape[-1]):
-        one = NoiseModel(noise.a[c:c + 1], noise.b[c:c + 1], noise.spread[c:c + 1])
-        out[..., c], report = _refine_channel(x[..., c], f[..., c], one, divergence)
+        out[..., c], report = _refine_channel(x[..., c], f[..., c], noise.channel(c),
+                                              divergence)
         reports.append(report)
     out = out[..., 0] if channel_axis is None else np.moveaxis(out, -1, channel_axis)
     return out.astype(np.float32), reports
@@ -143,37 +147,20 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
                     windows: Sequence[int] = WINDOWS, strengths: Sequence[float] = STRENGTHS
                     ) -> Tuple[np.ndarray, Refinement]:
     """One channel (spatial...): the candidate of least worst-case regret (module docstring)."""
-    from scipy.ndimage import uniform_filter
     v = noise.variance(f)
     mean_signal = float(np.mean(np.clip(f, 0, None)))
     a, b = float(noise.a[0]), float(noise.b[0])
     if a > 0 and a * mean_signal > b and mean_signal / a < LOW_COUNTS:
         return f, Refinement(f'network (under {LOW_COUNTS:g} photons a pixel)', noise, None, None)
+    # where clipping distorts the noise the risk estimate does not hold: the candidates are
+    # judged on the other pixels (`scored`)
+    scored = ~noise.near_clipping(f)
+    if scored.sum() < MIN_SCORED * scored.size:
+        return f, Refinement('network (the data are clipped nearly everywhere)', noise, None, None)
     delta = max(MIN_DELTA, float(noise.spread[0]))
     ends = (1 - max(delta, LOWER), 1 + delta)  # the noise variance lies in v * [ends]
-    r = x - f
-    r2 = r * r
-    d = float(divergence)
-    total_v = float(v.sum())
-    # each candidate's risk is fit + k * lin for a true variance k * v:
-    # SURE = sum((1-g)^2 r^2) + sum(v (2 dy - 1)), dy = g + (1-g) d + r dg/dx
-    candidates = [('input', 0.0, total_v, None),
-                  ('network', float(r2.sum()), total_v * (2 * d - 1), None)]
-    for w in windows:
-        size = (w,) * r.ndim
-        energy = np.maximum(uniform_filter(r2, size, mode='reflect'), 1e-300)
-        ratio = uniform_filter(v, size, mode='reflect') / energy
-        # r dg/dx = t * ratio / energy * 2 r^2 (1 - d) / w^n where 0 < g < 1
-        vq = v * ratio / energy * 2 * r2 * (1 - d) / w ** r.ndim
-        for t in strengths:
-            g = 1 - t * ratio
-            inside = (g > 0) & (g < 1)
-            g = np.clip(g, 0, 1, out=g)
-            kept = 1 - g
-            lin = (2 * (1 - d) * float(np.vdot(v, g)) + (2 * d - 1) * total_v
-                   + 2 * t * float(vq[inside].sum()))
-            candidates.append((f'window {w}, strength {t:g}', float(np.vdot(kept * kept, r2)),
-                               lin, (w, t)))
+    candidates = risk_terms(x, f, v, divergence, scored, windows, strengths)
+    total_v = candidates[0][2]
     risk = lambda cand, k: cand[1] + k * cand[2]
     safe = lambda k: min(risk(candidates[0], k), risk(candidates[1], k))
     best = min(candidates, key=lambda cand: max(risk(cand, k) - safe(k) for k in ends))
@@ -186,3 +173,59 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
         return y, Refinement(best[0], noise, None, None)
     gains = [10 * np.log10(k * total_v / r) for k, r in zip((1.0,) + ends, risks)]
     return y, Refinement(best[0], noise, float(gains[0]), (float(min(gains)), float(max(gains))))
+
+
+Candidate = Tuple[str, float, float, Optional[Tuple[int, float]]]
+
+
+def risk_terms(x: np.ndarray, f: np.ndarray, v: np.ndarray, divergence: float,
+               scored: Optional[np.ndarray] = None, windows: Sequence[int] = WINDOWS,
+               strengths: Sequence[float] = STRENGTHS) -> List[Candidate]:
+    """Each candidate's (name, fit, lin, (window, strength) or None for 'input' and 'network'):
+    its SURE over the `scored` pixels (bool, all when None) is fit + k * lin where the true
+    noise variance is k * v. x, f, v: one channel (spatial...); divergence: the network's."""
+    from scipy.ndimage import uniform_filter
+    r = x - f
+    r2 = r * r
+    d = float(divergence)
+    vs, r2s = (v, r2) if scored is None or scored.all() else (v * scored, r2 * scored)
+    total_v = float(vs.sum())
+    # SURE = sum((1-g)^2 r^2) + sum(v (2 dy - 1)), dy = g + (1-g) d + r dg/dx
+    candidates = [('input', 0.0, total_v, None),
+                  ('network', float(r2s.sum()), total_v * (2 * d - 1), None)]
+    # a pixel is gated by strength t (0 < g < 1) where its ratio < 1 / t, else g = 0: the
+    # risk's sums for all strengths are cumulative sums over the ratio's bins between the 1 / t
+    thresholds = np.sort(1 / np.asarray(strengths, np.float64))
+    for w in windows:
+        size = (w,) * r.ndim
+        energy = np.maximum(uniform_filter(r2, size, mode='reflect'), 1e-300)
+        ratio = uniform_filter(v, size, mode='reflect') / energy
+        # r dg/dx = t * ratio / energy * 2 r^2 (1 - d) * (x_i's weight in its own window)
+        vq = vs * ratio / energy * 2 * r2 * (1 - d) * _self_weight(r.shape, w)
+        below = np.searchsorted(thresholds, ratio.ravel(), side='right')  # thresholds <= ratio
+        inside = lambda q: np.cumsum(np.bincount(below, q.ravel(), len(thresholds) + 1))
+        v_in, v_ratio_in, r2_in = inside(vs), inside(vs * ratio), inside(r2s)
+        r2_ratio2_in, vq_in = inside(r2s * ratio * ratio), inside(vq)
+        for t in strengths:
+            j = int(np.searchsorted(thresholds, 1 / t))  # bins 0..j: the ratio below 1 / t
+            fit = t * t * r2_ratio2_in[j] + (r2_in[-1] - r2_in[j])  # (1 - g)^2 r^2
+            lin = (2 * (1 - d) * (v_in[j] - t * v_ratio_in[j]) + (2 * d - 1) * total_v
+                   + 2 * t * vq_in[j])
+            candidates.append((f'window {w}, strength {t:g}', float(fit), float(lin), (w, t)))
+    return candidates
+
+
+def _self_weight(shape: Sequence[int], window: int) -> np.ndarray:
+    """The weight of each pixel in its own window's mean (`uniform_filter`, mode 'reflect'),
+    an array of `shape`: 1 / window^n inside, more near an edge, where the pixel's mirror
+    image falls in its window too."""
+    from functools import reduce
+    half = window // 2
+    counts = []
+    for n in shape:
+        i = np.arange(n)[:, None]
+        p = i + np.arange(-half, half + 1)[None, :]
+        while np.any((p < 0) | (p >= n)):  # mirrored (half-sample symmetric) until inside
+            p = np.where(p < 0, -1 - p, np.where(p >= n, 2 * n - 1 - p, p))
+        counts.append((p == i).sum(axis=1) / window)
+    return reduce(np.multiply.outer, counts)
