@@ -207,6 +207,28 @@ def test_each_candidates_risk_is_steins_estimate_with_the_divergence_by_finite_d
         assert fit_ + lin == pytest.approx(sure, rel=1e-4), name
 
 
+def test_a_pixels_weight_in_its_own_window_is_the_filters_at_edges_and_for_any_window():
+    """`_self_weight`: the diagonal of scipy's reflecting box filter, found by filtering one
+    pixel at a time, for odd and even windows and windows longer than the axis; and the
+    risk sums are the same whatever the strengths' order and number type."""
+    from scipy.ndimage import uniform_filter
+    for shape, w in (((7, 9), 3), ((5, 30), 21), ((6, 5), 4), ((1, 2), 2), ((3, 4, 5), 5)):
+        diagonal = np.zeros(shape)
+        for k in range(diagonal.size):
+            one = np.zeros(diagonal.size)
+            one[k] = 1
+            diagonal.flat[k] = uniform_filter(one.reshape(shape), w, mode='reflect').flat[k]
+        np.testing.assert_allclose(refine_module._self_weight(shape, w), diagonal, atol=1e-15)
+    clean, noisy, smooth = scene((40, 44), sigma=5.0)
+    v = np.full(noisy.shape, 25.0)
+    terms = lambda s: {f'{t[0]}: {i}': value for t in refine_module.risk_terms(
+        noisy, smooth, v, 0.04, strengths=s) for i, value in enumerate(t[1:3])}
+    plain = terms((0.5, 1.0, 3.0))
+    assert terms(np.array([3.0, 0.5, 1.0], np.float32)) == pytest.approx(plain, rel=1e-9)
+    with pytest.raises(ValueError, match='strengths must be positive'):
+        terms((0.0, 1.0))
+
+
 def test_the_guard_returns_the_input_when_the_denoiser_destroys_the_image():
     """A 'denoiser' that returns a flat grey image: every gated candidate is worse than the
     noisy input, and the risk estimate says so."""
@@ -315,7 +337,11 @@ def test_a_model_says_when_an_image_is_outside_its_noise_range(tmp_path):
     assert rel == pytest.approx(3.0 / noisy.std(), rel=0.2)  # the noise added over the std
     # and so in any units: a normalised image (mean 0) measures as its raw values do
     assert relative_noise((noisy - noisy.mean()) / noisy.std()) == pytest.approx(rel, rel=0.02)
+    # colour: the noise over the std of the whole image, channel means apart included
+    rgb = np.stack([noisy + 100, noisy, noisy - 60], -1)
+    assert relative_noise(rgb) == pytest.approx(3.0 / rgb.std(), rel=0.2)
     read = lambda name: json.loads((base / name / 'settings.json').read_text())
+    assert fit.unfit_message('mid', read('mid'), noisy[:2], 2, str(base), 'x') is None  # tiny
     message = fit.unfit_message('mid', read('mid'), noisy, 2, str(base), 'x.png')
     assert message.startswith('note: x.png:') and 'below the 0.30-0.70' in message
     assert 'models that fit: low' in message

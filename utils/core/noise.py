@@ -29,13 +29,15 @@ def relative_noise(image, dim: int = 2) -> float:
     """Blind noise std of one image over its own std: unit-free. The root-mean-square std of
     the image's Poisson-Gaussian noise model (`estimate_noise_model`, each channel's signal
     counted from its smallest value, so that a normalised image, mean 0, measures as its raw
-    counts do), averaged over channels. image: `dim`-D (spatial...) or (spatial..., C)."""
+    counts do), root-mean-square over channels, over the std of the whole image (as
+    `normalise_each` scales it). image: `dim`-D (spatial...) or (spatial..., C), at least 3
+    pixels along each of the last two spatial axes."""
     x = np.asarray(image, np.float64)
     if x.ndim == dim:
         x = x[..., None]
+    scale = max(float(np.std(x)), 1e-12)
     x = x - x.min(axis=tuple(range(dim)))
-    model = estimate_noise_model(x, channel_axis=-1)
-    return model.std(x) / max(float(np.std(x)), 1e-12)
+    return estimate_noise_model(x, channel_axis=-1).std(x) / scale
 
 
 def lmbd_estimated(images, dim: int = 2) -> float:
@@ -144,12 +146,13 @@ def clipping(image: np.ndarray) -> Tuple[float, float]:
     off by a range ends in a spike, that of an unclipped image thins out."""
     x = np.asarray(image).ravel()
     ends = [-np.inf, np.inf]
-    for side, (end, inner) in enumerate(((x.min(), lambda: x[x > end].min()),
-                                         (x.max(), lambda: x[x < end].max()))):
+    for side, end in enumerate((x.min(), x.max())):
         at_end = np.count_nonzero(x == end)
         if at_end < CLIP_SHARE * x.size or at_end == x.size:
             continue
-        if at_end >= CLIP_SPIKE * np.count_nonzero(x == inner()):
+        inner = (np.min(x, where=x > end, initial=np.inf) if side == 0 else
+                 np.max(x, where=x < end, initial=-np.inf))  # the next value inside
+        if at_end >= CLIP_SPIKE * np.count_nonzero(x == inner):
             ends[side] = float(end)
     return ends[0], ends[1]
 

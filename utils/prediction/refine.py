@@ -195,7 +195,11 @@ def risk_terms(x: np.ndarray, f: np.ndarray, v: np.ndarray, divergence: float,
                   ('network', float(r2s.sum()), total_v * (2 * d - 1), None)]
     # a pixel is gated by strength t (0 < g < 1) where its ratio < 1 / t, else g = 0: the
     # risk's sums for all strengths are cumulative sums over the ratio's bins between the 1 / t
-    thresholds = np.sort(1 / np.asarray(strengths, np.float64))
+    if min(strengths) <= 0 or min(windows) < 1:
+        raise ValueError(f"refinement strengths must be positive and windows at least 1 pixel, "
+                         f"got {tuple(strengths)} and {tuple(windows)}")
+    inverse = 1 / np.asarray(strengths, np.float64)
+    thresholds = np.sort(inverse)
     for w in windows:
         size = (w,) * r.ndim
         energy = np.maximum(uniform_filter(r2, size, mode='reflect'), 1e-300)
@@ -206,8 +210,8 @@ def risk_terms(x: np.ndarray, f: np.ndarray, v: np.ndarray, divergence: float,
         inside = lambda q: np.cumsum(np.bincount(below, q.ravel(), len(thresholds) + 1))
         v_in, v_ratio_in, r2_in = inside(vs), inside(vs * ratio), inside(r2s)
         r2_ratio2_in, vq_in = inside(r2s * ratio * ratio), inside(vq)
-        for t in strengths:
-            j = int(np.searchsorted(thresholds, 1 / t))  # bins 0..j: the ratio below 1 / t
+        for t, inv in zip(strengths, inverse):
+            j = int(np.searchsorted(thresholds, inv))  # bins 0..j: the ratio below 1 / t
             fit = t * t * r2_ratio2_in[j] + (r2_in[-1] - r2_in[j])  # (1 - g)^2 r^2
             lin = (2 * (1 - d) * (v_in[j] - t * v_ratio_in[j]) + (2 * d - 1) * total_v
                    + 2 * t * vq_in[j])
@@ -224,7 +228,7 @@ def _self_weight(shape: Sequence[int], window: int) -> np.ndarray:
     counts = []
     for n in shape:
         i = np.arange(n)[:, None]
-        p = i + np.arange(-half, half + 1)[None, :]
+        p = i + np.arange(-half, window - half)[None, :]  # scipy's window, odd or even
         while np.any((p < 0) | (p >= n)):  # mirrored (half-sample symmetric) until inside
             p = np.where(p < 0, -1 - p, np.where(p >= n, 2 * n - 1 - p, p))
         counts.append((p == i).sum(axis=1) / window)
