@@ -150,10 +150,12 @@ def training_data(dataset: Dataset, data_dir: str, patch_size: List[int], record
     """(training images, validation images or None) of a data set, normalised; image files
     are checked against the patch size and summarised first. Adds the range of the images'
     relative noise to `record` (settings.json training.relative_noise, `fit.noise_range`)."""
+    from utils.data.pipeline import check_training_images
     from utils.evaluation.fit import record_noise_range
     if isinstance(dataset, ImageFiles):
         images, validation = dataset.training_data(patch_size=patch_size, verbose=True)
     else:
         images, validation = dataset.training_data(data_dir)
+    check_training_images(images, dataset.dim, dataset.in_channels, patch_size)  # before measuring
     record_noise_range(record, images, dataset.dim)
     return images, validation

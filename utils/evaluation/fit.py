@@ -85,8 +85,9 @@ def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_
                 f"not used; record it again: python -m n2s_app.fit "
                 f"{os.path.join(model_dir, name)}")
     bounds = trained_range(settings)
-    if bounds is None or np.ptp(image) == 0 or min(np.shape(image)[dim - 2:dim]) < 3:
-        return None  # no range, a constant (empty) image, or too small to measure
+    if bounds is None or not np.isfinite(image).all() or np.ptp(image) == 0 or \
+            min(np.shape(image)[dim - 2:dim]) < 3:
+        return None  # no range; NaN (the prediction says so), a constant image, or too small
     noise = relative_noise(image, dim)
     if fits(noise, bounds):
         return None
