@@ -167,8 +167,9 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
     result = {'images': f'{len(images)} {source}',
               'width': model.net_config['first_output_filters'],
               'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}
-    modes = (('plain', {}), ('refined', {'refine': True})) + ((('tta', {'tta': True}),) if tta
-                                                             else ())
+    modes = [('plain', {}), ('refined', {'refine': True})]
+    if tta:
+        modes.append(('tta', {'tta': True}))
     for mode, options in modes:
         model.predict(images[0], **options)  # warm-up
         times = [timed(lambda: model.predict(x, **options), 1)[0] for x in images]

@@ -117,8 +117,11 @@ class NoiseModel:
     def near_clipping(self, signal: np.ndarray, channel: int = 0) -> np.ndarray:
         """Where the data's clipping distorts the noise: a signal (spatial...) within
         CLIP_MARGIN noise stds of `low` or `high`; bool, all False when not clipped."""
+        low, high = self.low[channel], self.high[channel]
+        if not (np.isfinite(low) or np.isfinite(high)):
+            return np.zeros(np.shape(signal), bool)  # unclipped: no pass over the image
         reach = CLIP_MARGIN * np.sqrt(self.variance(signal, channel))
-        return (signal < self.low[channel] + reach) | (signal > self.high[channel] - reach)
+        return (signal < low + reach) | (signal > high - reach)
 
     def std(self, signal: np.ndarray) -> float:
         """The root-mean-square noise std over `signal` (spatial..., C) or one channel."""
