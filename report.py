@@ -8,6 +8,7 @@ import os
 from typing import List, Optional
 
 from n2s_app import cli
+from n2s_app.model_source import default_model_for
 from utils.core.files import write_csv_atomic, write_text_atomic
 from utils.data.datasets import get_dataset
 from utils.evaluation.baselines import nlm
@@ -21,8 +22,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--dataset', default='demo', help='data set whose test images are scored')
     p.add_argument('--n2s', default='demo-N2S', help='Noise2Same model name')
     p.add_argument('--n2sp', default='demo-N2SP', help='Noise2SamePro model name')
-    p.add_argument('--default', default=cli.DEFAULT_MODEL,
-                   help='the model test_single.py uses by default, scored as it runs it')
+    p.add_argument('--default', default=None,
+                   help=f"a model scored as test_single.py runs it (default: test_single.py's "
+                        f"own choice per image, {cli.DEFAULT_MODEL} and {cli.NOISY_MODEL} for "
+                        f"very noisy images)")
     p.add_argument('--out', default='results/demo', help='folder of table.md and table.csv')
     args = p.parse_args(argv)
     cli.start_tensorflow(training=False)
@@ -30,15 +33,21 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     dataset = get_dataset(args.dataset, args.data_dir)
     images = dataset.test_images(args.data_dir)
-    for name in (args.n2s, args.n2sp, args.default):
+    for name in (args.n2s, args.n2sp, args.default or cli.DEFAULT_MODEL):
         cli.require_checkpoint(args.model_dir, name, 'make demo')
     methods = {'noisy input': lambda x: x, 'NLM (scikit-image)': nlm}
     for label, name in (('Noise2Same', args.n2s), ('Noise2SamePro', args.n2sp)):
         methods[f'{label} ({name})'] = Noise2Same(args.model_dir, name).predict
-    default = load_model(args.model_dir, args.default)
-    refine = cli.DEFAULT_REFINE
-    methods[f"shipped {args.default}, as test_single.py runs it"
-            f"{' (refined)' if refine else ''}"] = lambda x: default.predict(x, refine=refine)
+    loaded = {}
+
+    def as_test_single(x):  # test_single.py without --name chooses the model per image
+        name = args.default or default_model_for(x, args.model_dir)
+        if name not in loaded:
+            loaded[name] = load_model(args.model_dir, name)
+        return loaded[name].predict(x, refine=cli.DEFAULT_REFINE)
+    default = args.default or f'{cli.DEFAULT_MODEL} ({cli.NOISY_MODEL} above {cli.NOISY_ABOVE})'
+    methods[f"shipped {default}, as test_single.py runs it"
+            f"{' (refined)' if cli.DEFAULT_REFINE else ''}"] = as_test_single
 
     rows = []
     for method, denoise in methods.items():

@@ -19,7 +19,6 @@ memory stays bounded whatever their size; the output keeps their axes and pixel 
 With several files, one that fails gets a one-line error and the others go on; the exit status
 is then 1 and a summary names the failed files. Inputs are never overwritten.
 """
-import argparse
 import os
 from typing import List, Optional
 
@@ -28,6 +27,8 @@ from utils.core import image_io
 from utils.core.files import check_writable
 from utils.prediction.photo import COLOUR_MODES, TILE_ABOVE
 
+REFINEMENTS = ('gate', 'bm3d')  # --refine
+
 
 def main(argv: Optional[List[str]] = None) -> None:
     p = cli.new_parser(__doc__)
@@ -35,9 +36,12 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='input image files, OME-Zarr folders, folders (their PNG, JPEG and TIFF '
                         'files and Zarr folders) or globs; never modified')
     p.add_argument('--model-dir', default=cli.MODEL_DIR, help='folder of the model directories')
-    p.add_argument('--name', default=cli.DEFAULT_MODEL,
+    p.add_argument('--name', default=None,
                    help=f'model directory name (default: {cli.DEFAULT_MODEL}, the best fast '
-                        f'shipped model; blind-N2S: better still, 3x slower)')
+                        f'shipped model, and {cli.NOISY_MODEL}, trained on Gaussian and photon '
+                        f'noise, for images whose estimated noise std is above '
+                        f'{cli.NOISY_ABOVE} x their std; blind-N2S: better on Gaussian noise, '
+                        f'3x slower)')
     p.add_argument('--output-dir', default=None,
                    help='folder of the outputs (default: beside each input)')
     p.add_argument('--output', default=None, help='one input: the denoised image (default: '
@@ -52,11 +56,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--margin', type=cli.positive_int, default=32, help='tile overlap / 2')
     p.add_argument('--tta', action='store_true',
                    help='test-time self-ensemble over the 8 flips and rotations (8x the time)')
-    p.add_argument('--refine', action=argparse.BooleanOptionalAction, default=cli.DEFAULT_REFINE,
-                   help='put back the signal in what the network removed '
-                        '(utils/prediction/refine.py: a Wiener filter at the noise level '
-                        'estimated from the image); better at every noise level in '
-                        'benchmarks/noise_levels.py')
+    p.add_argument('--refine', nargs='?', choices=REFINEMENTS, const='gate',
+                   default='gate' if cli.DEFAULT_REFINE else None,
+                   help='gate: put back the signal in what the network removed, with the '
+                        "image's estimated noise model (utils/prediction/refine.py); bm3d: "
+                        "then BM3D's Wiener stage with that as its pilot (the bm3d extra, "
+                        "seconds per photo; its licence allows non-commercial use only)")
+    p.add_argument('--no-refine', dest='refine', action='store_const', const=None,
+                   help="the network's output alone")
     p.add_argument('--colour', choices=COLOUR_MODES, default='opponent',
                    help='how a grey model denoises a colour image: opponent (luminance and '
                         'chrominance channels) or channels (R, G, B each); the output stays '
@@ -90,11 +97,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             check_writable(path)
     if len(plans) == 1 and not plans[0]['stack']:  # fail before loading the model
         image_io.check_format(plans[0]['output'], image_io.read_image(inputs[0]).dtype)
-    cli.require_checkpoint(args.model_dir, args.name, f'python train.py --name {args.name}')
+    name = args.name or cli.DEFAULT_MODEL
+    cli.require_checkpoint(args.model_dir, name, f'python train.py --name {name}')
 
     cli.start_tensorflow(training=False)
     from models import load_model
-    model = load_model(args.model_dir, args.name, precision=args.precision)
+    model = load_model(args.model_dir, name, precision=args.precision)
     denoise_files.denoise_all(model, plans, args)
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@
     python -m benchmarks.noise_levels             # BSD68's 68 test images, sigma 5 10 15 25 35 50
     python -m benchmarks.noise_levels --poisson   # the same images, Poisson-Gaussian noise
     python -m benchmarks.noise_levels --colour    # colour photographs bundled with scikit-image
+    python -m benchmarks.noise_levels --bm3d-pilot --out results/bm3d_pilot   # + --refine bm3d
 
 Noise: Gaussian, numpy `default_rng(9000 + sigma)` (test images), drawn for the images in their order, float, unclipped, on 0..255. Models see
 the noisy float image exactly as `Noise2Same.predict` takes it (what test_single.py feeds them
@@ -35,6 +36,7 @@ import numpy as np
 
 from benchmarks import finish_plot
 from n2s_app import cli
+from n2s_app.model_source import default_model_for
 from utils.core import environment
 from utils.core.files import write_csv_atomic, write_text_atomic
 from utils.data import bsd68_build
@@ -48,6 +50,9 @@ COLOUR_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemist
 NOISY, NLM, BM3D = 'noisy input', 'NLM (blind)', 'BM3D (known sigma)'
 BM3D_BLIND = 'BM3D (blind sigma)'
 NLM_GAT, BM3D_GAT = 'NLM on Anscombe (known)', 'BM3D on Anscombe (known)'
+DEFAULT = (f'test_single.py default ({cli.DEFAULT_MODEL}; {cli.NOISY_MODEL} above '
+           f'{cli.NOISY_ABOVE}), refined')
+PILOT = "the default, then BM3D's Wiener stage (--refine bm3d)"
 
 
 def key(setting) -> str:
@@ -217,6 +222,33 @@ def run_models(results: Results, names: List[str], model_dir: str, sigma,
                         gain=None if None in gains or len(gains) != 1 else gains[0])
 
 
+def add_default_rows(results: Results, sigma, images: List[Tuple[str, np.ndarray, np.ndarray]],
+                     model_dir: str) -> None:
+    """The method DEFAULT: each image's refined row of the model test_single.py chooses for it
+    without --name (`model_source.default_model_for`), when both of its models were run."""
+    refined = {(r['method'], r['image']): r for r in results.rows if r['sigma'] == key(sigma)}
+    chosen = [refined.get((default_model_for(noisy, model_dir) + ' --refine', image))
+              for image, _, noisy in images]
+    if None not in chosen:
+        results.rows.extend({**row, 'method': DEFAULT} for row in chosen)
+
+
+def add_pilot_rows(results: Results, sigma, images: List[Tuple[str, np.ndarray, np.ndarray]],
+                   model_dir: str) -> None:
+    """The method PILOT: test_single.py --refine bm3d, the default's refined output as the
+    pilot of BM3D's Wiener stage (`utils.prediction.bm3d_stage`); the time includes all."""
+    from models import load_model
+    predictors = {}
+    for image, clean, noisy in images:
+        name = default_model_for(noisy, model_dir)
+        if name not in predictors:
+            predictors[name] = load_model(model_dir, name).restored_predictor()
+            predictors[name].predict(noisy)  # warm-up (tracing), not timed
+        start = time.perf_counter()
+        out = predictors[name].predict(noisy, PredictOptions(refine=True, bm3d=True))
+        results.add(PILOT, sigma, image, clean, out, time.perf_counter() - start)
+
+
 # ----------------------------------------------------------------------------- report
 
 def table(results: Results, sigmas: Sequence[float], title: str,
@@ -338,7 +370,8 @@ def grey_benchmark(args, out: str) -> None:
     subset = {t.name for t in tests[::args.bm3d_every]}
     for sigma in tqdm(args.sigmas, desc='noise levels', unit='sigma'):
         noisy = noisy_images([t.clean for t in tests], sigma)
-        images = [(t.name, t.clean, n) for t, n in zip(tests, noisy)]
+        images = [(t.name, t.clean, n) for t, n in zip(tests, noisy)
+                  if t.name in subset or not args.bm3d_pilot]  # the same draws either way
         for name, clean, x in images:
             results.add(NOISY, sigma, name, clean, x, 0.0)
             results.classical(NLM, sigma, name, clean, lambda: nlm(x))
@@ -346,6 +379,9 @@ def grey_benchmark(args, out: str) -> None:
                 results.classical(BM3D, sigma, name, clean, lambda: bm3d(x, sigma))
                 results.classical(BM3D_BLIND, sigma, name, clean, lambda: bm3d(x))
         run_models(results, names, args.model_dir, sigma, images)
+        add_default_rows(results, sigma, images, args.model_dir)
+        if args.bm3d_pilot:
+            add_pilot_rows(results, sigma, images, args.model_dir)
     write_run(out, 'run.json')
     grey_report(results, args, out)
 
@@ -397,7 +433,8 @@ def poisson_benchmark(args, out: str) -> None:
     subset = {t.name for t in tests[::args.bm3d_every]}
     for label, peak, read in tqdm(poisson_settings(), desc='noise settings', unit='setting'):
         noisy = poisson_images([np.asarray(t.clean, np.float64) for t in tests], peak, read)
-        images = [(t.name, t.clean, n) for t, n in zip(tests, noisy)]
+        images = [(t.name, t.clean, n) for t, n in zip(tests, noisy)
+                  if t.name in subset or not args.bm3d_pilot]  # the same draws either way
         for name, clean, x in images:
             results.add(NOISY, label, name, clean, x, 0.0)
             results.classical(NLM, label, name, clean, lambda: nlm(x))
@@ -407,6 +444,9 @@ def poisson_benchmark(args, out: str) -> None:
                 results.classical(BM3D_GAT, label, name, clean, lambda: on_anscombe(
                     lambda z: bm3d(z, 1.0), x, peak, read))
         run_models(results, names, args.model_dir, label, images)
+        add_default_rows(results, label, images, args.model_dir)
+        if args.bm3d_pilot:
+            add_pilot_rows(results, label, images, args.model_dir)
     write_run(out, 'poisson_run.json')
     poisson_report(results, args, out)
 
@@ -512,6 +552,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--bm3d-every', type=cli.positive_int, default=6,
                    help='BM3D on every Nth test image only (it takes ~10 s per image)')
     p.add_argument('--no-bm3d', action='store_true', help='skip BM3D')
+    p.add_argument('--bm3d-pilot', action='store_true',
+                   help="only the BM3D images (every --bm3d-every'th), with test_single.py "
+                        "--refine bm3d (the default refined, then BM3D's Wiener stage) beside "
+                        "the rest; copy classical.csv (poisson_classical.csv) into --out to "
+                        "reuse its BM3D rows")
     p.add_argument('--colour', action='store_true', help='the colour photographs instead')
     p.add_argument('--colour-sigmas', type=float, nargs='+', default=list(COLOUR_SIGMAS))
     p.add_argument('--poisson', action='store_true',

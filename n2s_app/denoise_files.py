@@ -5,11 +5,12 @@ import os
 import sys
 from contextlib import nullcontext
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from tqdm.auto import tqdm
 
-from n2s_app import adapt
+from n2s_app import adapt, cli
+from n2s_app.model_source import default_model_for
 from utils.core import image_io, stack_io
 from utils.evaluation import fit
 from utils.evaluation.figure import save_figure_atomic
@@ -60,20 +61,44 @@ def output_paths(inputs: List[str], args) -> List[Dict]:
 
 
 def predict_options(args) -> PredictOptions:
-    """The flags --tta, --refine, --tile-size, --margin and --colour as PredictOptions."""
-    return PredictOptions(tta=args.tta, refine=args.refine, tile_size=args.tile_size,
+    """The flags --tta, --refine (None, 'gate' or 'bm3d'), --tile-size, --margin and --colour
+    as PredictOptions."""
+    return PredictOptions(tta=args.tta, refine=bool(args.refine),
+                          bm3d=args.refine == 'bm3d', tile_size=args.tile_size,
                           margin=args.margin, colour=args.colour)
 
 
+def choose_model(model, grey, args, loaded: Dict) -> Tuple[object, Optional[str]]:
+    """(the model for one image's pixels `grey`, a line saying why when it is not `model`):
+    `model` when --name was given, else the one `model_source.default_model_for` names,
+    loaded once into `loaded` (name -> model)."""
+    if args.name is not None or model.dim != 2 or model.in_channels != 1:
+        return model, None
+    name = default_model_for(grey, args.model_dir)
+    if name == model.name:
+        return model, None
+    if name not in loaded:
+        from models import load_model
+        loaded[name] = load_model(args.model_dir, name, precision=args.precision)
+    return loaded[name], (f"estimated noise above {cli.NOISY_ABOVE} x the image's std: "
+                          f"denoised with {name}, trained on Gaussian and photon noise "
+                          f"(--name {model.name} to use {model.name})")
+
+
 def denoise_file(model, plan: Dict[str, Optional[str]], args,
-                 note: Callable[[str], None] = print) -> None:
+                 note: Callable[[str], None] = print, loaded: Optional[Dict] = None) -> None:
     """Read, denoise and write one file (atomically); ValueError/OSError name the problem.
-    `note` gets the one-line model-fit note (utils/evaluation/fit.py) when the image's noise
-    level lies outside the model's training range, before the (possibly slow) denoising, and
-    the refinement's line (`refine.describe`) after it."""
+    Without --name a very noisy image is denoised by another shipped model (`choose_model`,
+    loaded once into `loaded`). `note` gets that choice, the one-line model-fit note
+    (utils/evaluation/fit.py) when the image's noise level lies outside the model's training
+    range, before the (possibly slow) denoising, and the refinement's line
+    (`refine.describe`) after it."""
     image = image_io.read_image(plan['input'])
     image_io.check_format(plan['output'], image.dtype)
     grey = model_input(image, model.in_channels, keep_colour=False)
+    model, why = choose_model(model, grey, args, {} if loaded is None else loaded)
+    if why:
+        note(f"{os.path.basename(plan['input'])}: {why}")
     message = fit.unfit_message(model.name, model.saved, grey, model.dim, args.model_dir,
                                 plan['input'])
     if message:
@@ -87,7 +112,7 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
     image_io.write_image_atomic(plan['output'], output_pixels(denoised, image))
     if plan['figure']:
         save_figure_atomic(plan['figure'], x, image_io.to_dtype(denoised, image.pixels),
-                           args.show, title=f"{args.name}: {os.path.basename(plan['input'])}")
+                           args.show, title=f"{model.name}: {os.path.basename(plan['input'])}")
 
 
 def denoise_stack_file(model, plan: Dict, args, note: Callable[[str], None] = print) -> None:
@@ -97,11 +122,14 @@ def denoise_stack_file(model, plan: Dict, args, note: Callable[[str], None] = pr
     if args.adapt:
         raise ValueError("--adapt trains on one image held in memory; it does not take stacks "
                          "(denoise the stack without it, or adapt on one of its frames first)")
+    if args.refine == 'bm3d':
+        raise ValueError("--refine bm3d filters one image held in memory; it does not take "
+                         "stacks (denoise the stack with --refine)")
     stack = stack_io.open_stack(plan['input'])
     predictor = model.restored_predictor()
     output = plan['output'].rstrip('/')
     name = os.path.basename(plan['input'].rstrip('/'))
-    with tqdm(desc=f'{name} with {args.name}', unit='tile',
+    with tqdm(desc=f'{name} with {model.name}', unit='tile',
               mininterval=1 if sys.stderr.isatty() else 30) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -135,8 +163,9 @@ def denoise_all(model, plans: List[Dict], args) -> None:
                                                if plans[0]['figure'] else ''))
         return
     failed: List[str] = []
+    loaded: Dict = {}  # the models chosen for single images besides `model` (`choose_model`)
     unfit: List[str] = []  # inputs outside the model's noise range: the first note in full
-    bar = tqdm(plans, desc=f'denoising with {args.name}', unit='file',
+    bar = tqdm(plans, desc=f'denoising with {model.name}', unit='file',
                mininterval=1 if sys.stderr.isatty() else 30)
 
     def note(message: str) -> None:  # about the loop's current `plan`
@@ -149,7 +178,10 @@ def denoise_all(model, plans: List[Dict], args) -> None:
 
     for plan in bar:
         try:
-            (denoise_stack_file if plan['stack'] else denoise_file)(model, plan, args, note)
+            if plan['stack']:
+                denoise_stack_file(model, plan, args, note)
+            else:
+                denoise_file(model, plan, args, note, loaded)
         except (ValueError, OSError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else \
                 type(error).__name__
@@ -161,7 +193,7 @@ def denoise_all(model, plans: List[Dict], args) -> None:
     if len(unfit) > 1:
         shown = ', '.join(unfit[:UNFIT_SHOWN]) + (', ...' if len(unfit) > UNFIT_SHOWN else '')
         print(f"note: {len(unfit)} of {len(plans)} images lie outside the noise range "
-              f"{args.name} was trained on (as the first note says): {shown}")
+              f"the model was trained on (as the first note says): {shown}")
     if failed:
         print(f"failed ({len(failed)}): {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

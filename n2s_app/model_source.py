@@ -24,6 +24,22 @@ def find_models(model_dir: str = SHIPPED_MODELS) -> List[str]:
             if trained(os.path.join(model_dir, name))]
 
 
+def default_model_for(image, model_dir: str, dim: int = 2) -> str:
+    """The model test_single.py uses for `image` ((spatial...) or (spatial..., C) pixels, any
+    value range) when no --name is given: cli.NOISY_MODEL where the image's relative noise
+    (`utils.core.noise.relative_noise`) is above cli.NOISY_ABOVE and `model_dir` has a trained
+    cli.NOISY_MODEL, else cli.DEFAULT_MODEL."""
+    import numpy as np
+
+    from n2s_app.cli import DEFAULT_MODEL, NOISY_ABOVE, NOISY_MODEL
+    from utils.core.noise import relative_noise
+    image = np.asarray(image)
+    if NOISY_MODEL not in find_models(model_dir) or not np.isfinite(image).all() or \
+            np.ptp(image) == 0 or min(image.shape[dim - 2:dim]) < 3:
+        return DEFAULT_MODEL
+    return NOISY_MODEL if relative_noise(image, dim) > NOISY_ABOVE else DEFAULT_MODEL
+
+
 @dataclass
 class LoadedModel:
     """A model ready to denoise: `predictor` (utils.prediction.predictor.Predictor), `model`

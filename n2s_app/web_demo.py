@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from n2s_app.adapt import ADAPT_SECONDS, ADAPT_STEPS, adapted
-from n2s_app.cli import DEFAULT_MODEL, DEFAULT_REFINE
+from n2s_app.cli import DEFAULT_MODEL, DEFAULT_REFINE, NOISY_ABOVE, NOISY_MODEL
+from n2s_app.model_source import default_model_for
 from utils.core import image_io
 from utils.core.files import atomic_write
 from utils.evaluation.fit import unfit_message
@@ -81,6 +82,11 @@ def to_view(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.round((image - low) / (high - low) * 255), 0, 255).astype(np.uint8)
 
 
+# the first choice of the page when both models are there: test_single.py's default, the
+# model chosen per image by its noise (`n2s_app.model_source.default_model_for`)
+AUTOMATIC = f'automatic: {DEFAULT_MODEL}, or {NOISY_MODEL} for very noisy images'
+
+
 class DenoiseService:
     """Denoises image files with the models under `model_dir`, one request at a time.
 
@@ -108,9 +114,15 @@ class DenoiseService:
         return sorted(name for name in os.listdir(self.model_dir)
                       if os.path.isdir(folder(name)) and not name.startswith('.'))
 
-    def default_model(self) -> Optional[str]:
+    def choices(self) -> List[str]:
+        """The models to choose from: AUTOMATIC first when both of its models are there."""
         names = self.model_names()
-        return DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+        return ([AUTOMATIC] if {DEFAULT_MODEL, NOISY_MODEL} <= set(names) else []) + names
+
+    def default_model(self) -> Optional[str]:
+        names = self.choices()
+        return next((n for n in (AUTOMATIC, DEFAULT_MODEL) if n in names),
+                    names[0] if names else None)
 
     def model(self, name: str):
         """The model `name`, loaded once (ValueError when its folder has no checkpoint)."""
@@ -153,6 +165,11 @@ class DenoiseService:
             image = image_io.LoadedImage(image.pixels, clean + noise, image.alpha)
         progress(0.2, 'denoising')
         started = time.time()
+        chosen = ''
+        if name == AUTOMATIC:  # as test_single.py without --name
+            name = default_model_for(model_input(image, 1, keep_colour=False), self.model_dir)
+            chosen = (f" (chosen: estimated noise above {NOISY_ABOVE} x the image's std)"
+                      if name == NOISY_MODEL else ' (chosen for its noise level)')
         with self._lock:
             model = self.model(name)
             grey = model_input(image, model.in_channels, keep_colour=False)
@@ -169,7 +186,7 @@ class DenoiseService:
         progress(0.9, 'writing')
         out = self._write(path, output_pixels(denoised, image))
         prune(self.cache_dir, self.keep, self.started)
-        report = (f"{name}: {x.shape[1]}x{x.shape[0]} pixels" +
+        report = (f"{name}{chosen}: {x.shape[1]}x{x.shape[0]} pixels" +
                   (", self-ensemble" if tta else '') + (", refined" if refine else '') +
                   (f", adapted to the image for {adapt_steps} steps" if adapt_steps else '') +
                   f", {seconds:.1f} s")
@@ -253,7 +270,7 @@ def build_app(service: DenoiseService, examples: List[List]):
             with gr.Column(scale=1):
                 upload = gr.File(label='image', file_types=['image', '.tif', '.tiff'],
                                  type='filepath', elem_id='upload')
-                model = gr.Dropdown(service.model_names(), value=service.default_model(),
+                model = gr.Dropdown(service.choices(), value=service.default_model(),
                                     label='model (trained_models/)')
                 sigma = gr.Slider(0, 75, value=0, step=1, label='add Gaussian noise, sigma '
                                   '(0..255 scale; 0 = the upload is already noisy)')

@@ -276,6 +276,28 @@ def test_the_divergence_probe_measures_known_linear_networks():
         assert got == pytest.approx(want, abs=0.01)
 
 
+def test_the_divergence_probe_reuses_the_whole_images_output_on_the_networks_grid():
+    """With the whole image's output given (one network pass instead of two) the probe
+    measures the same as with its own unperturbed pass, also for a network whose output
+    depends on its downsampling grid (8 x 8 block means), on images padded on both sides."""
+    from utils.prediction.predictor import Predictor
+    from utils.prediction.tiling import PadAndCropResizer
+
+    def net(b):  # a pixel's 8 x 8 block mean (after the padding) plus a third of the pixel
+        n, h, w, c = b.shape
+        blocks = b.reshape(n, h // 8, 8, w // 8, 8, c).mean(axis=(2, 4), keepdims=True)
+        return (np.broadcast_to(blocks, (n, h // 8, 8, w // 8, 8, c)).reshape(b.shape)
+                + b / 3).astype(np.float32)
+    predictor = Predictor(net, 2, 1, 8)
+    for shape in [(203, 177), (330, 250), (100, 90)]:
+        z = np.random.default_rng(1).normal(size=shape + (1,)).astype(np.float32)
+        resizer = PadAndCropResizer()
+        whole = resizer.after(net(resizer.before(z, 8, exclude=-1)[None])[0], exclude=-1)
+        two, one = predictor.divergence(z), predictor.divergence(z, output=whole)
+        assert one == pytest.approx(two, abs=1e-5)
+        assert two == pytest.approx(1 / 3 + 1 / 64, abs=0.01)
+
+
 @pytest.fixture(scope='module')
 def model():
     from models import load_model
@@ -293,6 +315,21 @@ def test_predict_with_refine_refines_the_network_output_whole_and_tiled(model):
     tiled = model.crop_predict(noisy, 48, 8)
     np.testing.assert_allclose(model.crop_predict(noisy, 48, 8, refine=True),
                                refine(noisy, tiled, divergence=d), atol=1e-3)
+
+
+def test_a_shipped_networks_divergence_probe_needs_one_pass(model):
+    """The shipped network's receptive field ends within the probe's margin: the probe with
+    the whole image's output (one pass) measures what it measures with two, on an image
+    larger than the crop (padded on both sides to the network's multiple)."""
+    from utils.prediction.tiling import PadAndCropResizer
+    _, noisy, _ = scene((203, 250), sigma=20.0)
+    z = ((noisy - noisy.mean()) / noisy.std())[..., None].astype(np.float32)
+    predictor = model.restored_predictor()
+    resizer = PadAndCropResizer()
+    whole = resizer.after(predictor.run(resizer.before(z, predictor.multiple,
+                                                       exclude=-1)[None])[0], exclude=-1)
+    assert predictor.divergence(z, output=whole) == pytest.approx(predictor.divergence(z),
+                                                                  abs=1e-5)
 
 
 def test_a_grey_model_keeps_a_colour_image_in_colour(model):
@@ -390,3 +427,42 @@ def test_test_py_reports_refined_figures_beside_the_original_protocol(tmp_path, 
         assert float(row['psnr']) == pytest.approx(PSNR(image.clean, plain), abs=1e-3)
         assert float(row['psnr_refined']) == pytest.approx(
             PSNR(image.clean, model.predictor.refine(image.noisy, plain)[0]), abs=1e-3)
+
+
+def test_the_bm3d_stage_is_bm3ds_wiener_stage_under_the_noise_model():
+    """--refine bm3d (utils/prediction/bm3d_stage.py): for Gaussian noise the bm3d package's
+    Wiener stage at std sqrt(b) with the pilot; for Poisson-Gaussian noise the same on the
+    generalised Anscombe transform with the known peak and read noise (`baselines.on_anscombe`,
+    an independent route); above its pilot on a known scene either way."""
+    import bm3d
+    from scipy.ndimage import gaussian_filter
+
+    from utils.evaluation.baselines import anscombe, on_anscombe
+    from utils.prediction.bm3d_stage import bm3d_wiener
+    clean = data.camera()[160:256, 160:288].astype(np.float64)
+    rng = np.random.default_rng(3)
+    noisy = clean + rng.normal(0, 10, clean.shape)
+    pilot = gaussian_filter(noisy, 1.5)
+    got = bm3d_wiener(noisy, pilot, NoiseModel(np.zeros(1), np.array([100.0]), np.zeros(1)))
+    np.testing.assert_allclose(got, bm3d.bm3d(noisy, sigma_psd=10.0, stage_arg=pilot), atol=1e-3)
+    assert PSNR(clean, got) > PSNR(clean, pilot) + 0.5
+    peak, read = 40.0, 1.0  # 16 photons a pixel on average
+    noisy = bsd68_build.poisson_gaussian(clean, peak, read, rng)
+    pilot = gaussian_filter(noisy, 1.5)
+    scale = 255 / peak  # var = scale * y + (read * scale)^2 on 0..255
+    model = NoiseModel(np.array([scale]), np.array([(read * scale) ** 2]), np.zeros(1))
+    want = on_anscombe(lambda z: bm3d.bm3d(z, sigma_psd=1.0, stage_arg=anscombe(
+        np.clip(pilot, 0, None) / scale, read)), noisy, peak, read)
+    got = bm3d_wiener(noisy, pilot, model)  # centred on the transform (not exactly equal)
+    assert np.mean(np.abs(got - want)) < 0.5 and abs(PSNR(clean, got) - PSNR(clean, want)) < 0.1
+    assert PSNR(clean, got) > PSNR(clean, pilot) + 0.5
+    # a model that is Gaussian but for a tiny Poisson part (as fitted on Gaussian noise):
+    # the transform's values are ~1e6, yet the output is the Gaussian path's
+    noisy = clean + rng.normal(0, 50, clean.shape)
+    pilot = gaussian_filter(noisy, 2.0)
+    nearly = NoiseModel(np.array([1e-4]), np.array([2500.0]), np.zeros(1))
+    gaussian = NoiseModel(np.zeros(1), np.array([2500.0]), np.zeros(1))
+    assert abs(PSNR(clean, bm3d_wiener(noisy, pilot, nearly)) -
+               PSNR(clean, bm3d_wiener(noisy, pilot, gaussian))) < 0.2
+    with pytest.raises(ValueError, match='2D images of one channel'):
+        bm3d_wiener(noisy[None], pilot[None], model)

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run_main as run
+from utils.prediction.predictor import PredictOptions
 
 SCRIPTS = ['train.py', 'train_pro.py', 'test.py', 'test_pro.py', 'test_single.py', 'report.py', 'demo.py',
            'download.py', 'export.py']
@@ -189,6 +190,83 @@ def test_single_refines_by_default_and_keeps_a_colour_photo_in_colour(tmp_path):
                      for c in range(3)], -1)
     assert np.mean(np.abs(refined - np.clip(np.round(want), 0, 255)) <= 1) > 0.99
     assert PSNR(clean, refined) > PSNR(clean, noisy) > PSNR(clean, bare)
+
+
+def test_single_denoises_a_very_noisy_image_with_the_model_trained_on_photon_noise(tmp_path):
+    """Without --name an image at a few photons a pixel goes to cli.NOISY_MODEL (said in one
+    line; its output is that model's, refined), one at low Gaussian noise to the default;
+    --name keeps the model asked for."""
+    from skimage import data
+
+    from models import load_model
+    from n2s_app import cli
+    from utils.data.bsd68_build import poisson_gaussian
+    clean = data.camera()[256:384, 128:320].astype(np.float64)
+    dim = poisson_gaussian(clean, 3.0, 0.0, np.random.default_rng(4))  # peak 3 photons
+    light = clean + np.random.default_rng(5).normal(0, 5, clean.shape)
+    for name, pixels in (('dim.tif', dim), ('light.tif', light)):
+        Image.fromarray(pixels.astype(np.float32)).save(tmp_path / name)
+    result = run(ROOT / 'test_single.py', tmp_path / 'dim.tif', tmp_path / 'light.tif',
+                 '--output-dir', tmp_path / 'out')
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = [l for l in result.stdout.splitlines() if f'denoised with {cli.NOISY_MODEL}' in l]
+    assert len(said) == 1 and said[0].startswith('dim.tif: '), result.stdout
+    shipped = str(ROOT / 'trained_models')
+    for name, pixels, model in (('dim', dim, cli.NOISY_MODEL), ('light', light, cli.DEFAULT_MODEL)):
+        got = np.array(Image.open(tmp_path / 'out' / f'{name}_denoised.tif'))
+        want = load_model(shipped, model).predict(pixels.astype(np.float32), refine=True)
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    kept = run(ROOT / 'test_single.py', tmp_path / 'dim.tif', '--name', cli.DEFAULT_MODEL,
+               '--output', tmp_path / 'kept.tif')
+    assert kept.returncode == 0 and 'denoised with' not in kept.stdout, kept.stdout
+    want = load_model(shipped, cli.DEFAULT_MODEL).predict(dim.astype(np.float32), refine=True)
+    np.testing.assert_allclose(np.array(Image.open(tmp_path / 'kept.tif')), want, atol=1e-3)
+
+
+def test_single_refine_bm3d_is_the_refined_output_through_bm3ds_wiener_stage(tmp_path):
+    """--refine bm3d writes what predict(refine=True, bm3d=True) gives, above the refined
+    output on a photo; --refine alone and --no-refine still parse."""
+    from skimage import data
+
+    from models import load_model
+    from n2s_app import cli
+    from utils.evaluation.metrics import PSNR
+    clean = data.camera()[256:352, 128:256].astype(np.float64)
+    noisy = (clean + np.random.default_rng(9).normal(0, 20, clean.shape)).astype(np.float32)
+    Image.fromarray(noisy).save(tmp_path / 'photo.tif')
+    for flags in (['--refine', 'bm3d'], ['--refine'], ['--no-refine']):
+        result = run(ROOT / 'test_single.py', tmp_path / 'photo.tif', *flags,
+                     '--output', tmp_path / f"out{len(flags)}{flags[-1]}.tif")
+        assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(str(ROOT / 'trained_models'), cli.DEFAULT_MODEL)
+    got = np.array(Image.open(tmp_path / 'out2bm3d.tif'))
+    want = model.restored_predictor().predict(noisy, PredictOptions(refine=True, bm3d=True))
+    # block matching may flip on the refined output's float rounding: nearly equal, not exactly
+    assert np.mean(np.abs(got - want)) < 0.02 and np.max(np.abs(got - want)) < 1
+    refined = np.array(Image.open(tmp_path / 'out1--refine.tif'))
+    assert PSNR(clean, got) > PSNR(clean, refined) + 0.1
+
+
+def test_the_default_model_for_an_image_follows_its_noise_and_the_models_there(tmp_path):
+    """model_source.default_model_for: NOISY_MODEL above NOISY_ABOVE relative noise, when the
+    folder has it; DEFAULT_MODEL otherwise and for constant or NaN images."""
+    from n2s_app import cli
+    from n2s_app.model_source import default_model_for
+    from utils.core.noise import relative_noise
+    rng = np.random.default_rng(0)
+    scene = np.add.outer(np.linspace(0, 100, 96), np.linspace(0, 60, 128))
+    shipped = str(ROOT / 'trained_models')
+    for sigma in (5.0, 25.0, 60.0, 120.0):
+        noisy = scene + rng.normal(0, sigma, scene.shape)
+        want = cli.NOISY_MODEL if relative_noise(noisy) > cli.NOISY_ABOVE else cli.DEFAULT_MODEL
+        assert default_model_for(noisy, shipped) == want
+    assert default_model_for(scene + rng.normal(0, 120, scene.shape), shipped) == \
+        cli.NOISY_MODEL and default_model_for(scene + rng.normal(0, 5, scene.shape),
+                                                  shipped) == cli.DEFAULT_MODEL
+    assert default_model_for(scene + rng.normal(0, 120, scene.shape), str(tmp_path)) == \
+        cli.DEFAULT_MODEL  # no NOISY_MODEL there
+    assert default_model_for(np.zeros((32, 32)), shipped) == cli.DEFAULT_MODEL
+    assert default_model_for(np.full((32, 32), np.nan), shipped) == cli.DEFAULT_MODEL
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

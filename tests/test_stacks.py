@@ -200,3 +200,13 @@ def test_test_single_refuses_a_stack_output_of_another_format(tmp_path):
     tifffile.imwrite(path, np.zeros((5, 20, 20), np.uint16))
     run = run_main('test_single.py', path, '--output', tmp_path / 's.png')
     assert run.returncode == 2 and 'TIFF (.tif) or OME-Zarr (.zarr)' in run.stderr
+
+
+def test_test_single_refuses_refine_bm3d_on_a_stack(tmp_path):
+    """--refine bm3d filters one image in memory: a stack gets one line saying so."""
+    path = tmp_path / 's.tif'
+    tifffile.imwrite(path, wavy((40, 48)).astype(np.uint16)[None].repeat(3, axis=0),
+                     metadata={'axes': 'ZYX'})
+    run = run_main('test_single.py', path, '--refine', 'bm3d')
+    assert run.returncode == 2 and 'does not take stacks' in run.stderr, run.stderr
+    assert not (tmp_path / 's_denoised.tif').exists()

@@ -253,3 +253,25 @@ def test_adapting_in_the_demo_reports_progress_and_leaves_the_model_as_loaded(tm
     plain = service.denoise(str(tmp_path / 'in.png'), MODEL)  # the weights are back
     out = np.asarray(Image.open(plain.path)).astype(np.float64)
     assert np.max(np.abs(out - np.clip(np.round(expected(image)), 0, 255))) <= 1
+
+
+def test_the_demos_first_choice_picks_the_model_per_image_as_test_single_does(tmp_path):
+    """With both of its models there, AUTOMATIC comes first and is the default; a very noisy
+    upload is denoised by cli.NOISY_MODEL (the report says so), a quiet one by the default."""
+    from n2s_app.cli import NOISY_MODEL
+    from n2s_app.web_demo import AUTOMATIC, DenoiseService
+    from utils.data.bsd68_build import poisson_gaussian
+    models = tmp_path / 'models'
+    models.mkdir()
+    for name in (DEFAULT_MODEL, NOISY_MODEL):
+        os.symlink(ROOT / 'trained_models' / name, models / name)
+    service = DenoiseService(str(models), out_dir=str(tmp_path / 'out'))
+    assert service.choices()[0] == AUTOMATIC == service.default_model()
+    clean = np.add.outer(np.linspace(20, 200, 64), np.linspace(0, 40, 80))
+    rng = np.random.default_rng(2)
+    for name, pixels, want in (('dim.tif', poisson_gaussian(clean, 3.0, 0.0, rng), NOISY_MODEL),
+                               ('quiet.tif', clean + rng.normal(0, 3, clean.shape),
+                                DEFAULT_MODEL)):
+        Image.fromarray(pixels.astype(np.float32)).save(tmp_path / name)
+        report = service.denoise(str(tmp_path / name), AUTOMATIC).report
+        assert report.startswith(f'{want} (chosen'), report

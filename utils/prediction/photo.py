@@ -75,7 +75,8 @@ def denoise_array(predictor: Predictor, x: np.ndarray,
             z, replace(options, refine=False), im_mean, im_std)
         if not options.refine:
             return out
-        out, found = predictor.refine(z, out, im_mean, im_std)
+        out, found = predictor.refine(z, out, im_mean, im_std, plain=not (tiled or options.tta),
+                                      bm3d=options.bm3d)
         if reports is not None:
             reports.extend(found)
         return out

@@ -23,10 +23,13 @@ class PredictOptions:
     signal in what the network removed (utils/prediction/refine.py; not in the original);
     tile_size, margin: tiles of crop_predict (and of images above photo.TILE_ABOVE pixels),
     overlapping by 2 * margin; batch_size: tiles per network call; colour: how a grey model
-    denoises a colour image ('opponent' or 'channels', utils/prediction/photo.py).
+    denoises a colour image ('opponent' or 'channels', utils/prediction/photo.py); bm3d: after
+    the refinement, BM3D's Wiener stage with the refined output as its pilot
+    (utils/prediction/bm3d_stage.py: 2D images, the optional `bm3d` package, non-commercial).
     """
     tta: bool = False
     refine: bool = False
+    bm3d: bool = False
     tile_size: int = 512
     margin: int = 32
     batch_size: int = 4
@@ -64,7 +67,7 @@ def self_ensemble(denoise: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
 
 # ---------------------------------------------------------------- the predictor
 
-DIVERGENCE_SIDE, DIVERGENCE_MARGIN = 192, 32  # pixels: `Predictor.divergence`'s crop and margin
+DIVERGENCE_SIDE, DIVERGENCE_MARGIN = 160, 24  # pixels: `Predictor.divergence`'s crop and margin
 
 
 class Predictor:
@@ -107,7 +110,7 @@ class Predictor:
             padded = resizer.before(z, self.multiple, exclude=-1)
             return resizer.after(self.run(padded[None])[0], exclude=-1)
         out = self._ensemble(denoise, (x - mean) / std, options.tta) * std + mean
-        return self._finish(x, out, added, options.refine, mean, std)
+        return self._finish(x, out, added, options, mean, std, plain=not options.tta)
 
     def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
                       resizer: Optional[PadAndCropResizer] = None,
@@ -132,38 +135,54 @@ class Predictor:
         tiled = lambda z: self._tiles(z, options.tile_size, options.margin, resizer,
                                       options.batch_size)
         out = self._ensemble(tiled, (x - mean) / std, options.tta) * std + mean
-        return self._finish(x, out, added, options.refine, mean, std)
+        return self._finish(x, out, added, options, mean, std)
 
-    def _finish(self, x: np.ndarray, out: np.ndarray, added: bool, refine: bool, mean,
-                std) -> np.ndarray:
-        """out (spatial..., C), refined against the input x when asked, in the input's shape."""
-        if refine:
-            out = self.refine(x, out, mean, std)[0]
+    def _finish(self, x: np.ndarray, out: np.ndarray, added: bool, options: PredictOptions,
+                mean, std, plain: bool = False) -> np.ndarray:
+        """out (spatial..., C), refined against the input x when options.refine asks (and
+        options.bm3d), in the input's shape; plain: out is the network's output of the whole
+        image (no TTA, no tiles)."""
+        if options.refine:
+            out = self.refine(x, out, mean, std, plain, options.bm3d)[0]
         return (out[..., 0] if added else out).astype(np.float32)
 
-    def refine(self, image: np.ndarray, denoised: np.ndarray, im_mean=None, im_std=None):
+    def refine(self, image: np.ndarray, denoised: np.ndarray, im_mean=None, im_std=None,
+               plain: bool = False, bm3d: bool = False):
         """(refined float32, [Refinement per channel]) of this network's output `denoised`
         of `image` (`utils.prediction.refine`, with the network's divergence measured on
-        `image` normalised as it was: by im_mean / im_std, else its own)."""
+        `image` normalised as it was: by im_mean / im_std, else its own). plain: `denoised`
+        is `predict`'s output without TTA (not tiled), which the divergence probe then
+        reuses (one network pass instead of two); bm3d: then BM3D's Wiener stage with the
+        refined output as pilot (`utils.prediction.bm3d_stage`)."""
         from utils.prediction.refine import refine_with_report
         x, added = self.channels_last(image)
         f, _ = self.channels_last(denoised)
         mean, std = self.normalisers(x, im_mean, im_std)
-        out, reports = refine_with_report(x, f, divergence=self.divergence((x - mean) / std),
-                                          channel_axis=-1)
+        d = self.divergence((x - mean) / std, output=(f - mean) / std if plain else None)
+        out, reports = refine_with_report(x, f, divergence=d, channel_axis=-1)
+        if bm3d:
+            from utils.prediction.bm3d_stage import bm3d_stage
+            out = bm3d_stage(x, out, [r.noise for r in reports], channel_axis=-1)
         return (out[..., 0] if added else out), reports
 
     def divergence(self, z: np.ndarray, side: int = DIVERGENCE_SIDE,
-                   margin: int = DIVERGENCE_MARGIN, seed: int = 0) -> float:
+                   margin: int = DIVERGENCE_MARGIN, seed: int = 0,
+                   output: Optional[np.ndarray] = None) -> float:
         """The network's mean dF_i/dz_i on the normalised image z (spatial..., C): one
         Monte-Carlo probe (Hutchinson) b . (F(z + e b) - F(z)) / e, b random +-1, e 0.01,
-        on a centred crop of at most `side` pixels along each of the last two spatial axes
-        (all of the others), the probe kept `margin` pixels away from the crop's edges, where
-        the network sees less context than in the whole image (and so depends more on each
-        pixel). Costs about a third of a 481 x 321 prediction. Deterministic (`seed`)."""
+        on a crop of at most `side` pixels along each of the last two spatial axes (all of
+        the others), near the centre and on the network's downsampling grid of the whole
+        image, the probe kept `margin` pixels away from the crop's edges, where the network
+        sees less context than in the whole image (and so depends more on each pixel).
+        output: the network's own output F(z) of the whole image (`predict` without TTA or
+        tiles), when known: F(z) on the crop is then taken from it and the network runs once,
+        not twice (the same value wherever the network's receptive field ends within
+        `margin`, 24 pixels for the shipped networks; else off by the context the crop
+        lacks, which the random probe averages out). Costs a sixth of a 481 x 321 prediction
+        with `output`, a third without. Deterministic (`seed`)."""
         spatial = z.shape[:-1]
-        sizes = [min(n, side) if i >= len(spatial) - 2 else n for i, n in enumerate(spatial)]
-        crop = tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(spatial, sizes))
+        crop = tuple(self._grid_crop(n, side) if i >= len(spatial) - 2 else slice(None)
+                     for i, n in enumerate(spatial))
         zc = z[crop]
         probe = np.random.default_rng(seed).choice([-1.0, 1.0], zc.shape).astype(np.float32)
         inner = tuple(slice(margin, n - margin) if i >= len(spatial) - 2 and n > 4 * margin
@@ -173,10 +192,26 @@ class Predictor:
         probe *= mask
         resizer = PadAndCropResizer()
         step = 0.01
-        both = np.stack([zc, zc + step * probe]).astype(np.float32)
-        padded = resizer.before(both, self.multiple, exclude=[0, -1])
+        inputs = [zc + step * probe] if output is not None else [zc, zc + step * probe]
+        padded = resizer.before(np.stack(inputs).astype(np.float32), self.multiple,
+                                exclude=[0, -1])
         out = resizer.after(self.run(padded, 2), exclude=[0, -1])
-        return float(np.sum(probe * (out[1] - out[0])) / step / mask.sum())
+        plain = np.asarray(output, np.float32)[crop] if output is not None else out[0]
+        return float(np.sum(probe * (out[-1] - plain)) / step / mask.sum())
+
+    def _grid_crop(self, n: int, side: int) -> slice:
+        """A crop of at most `side` of an axis of n pixels, near its centre, on the grid of
+        the whole image's padding (`PadAndCropResizer` pads (-n % multiple) // 2 before the
+        first pixel) and a multiple of `multiple` long, so that the network downsamples it
+        as it does the whole image; the whole axis if n <= side."""
+        m = self.multiple
+        size = min(side, n - m + 1) // m * m  # leaves room for a start on the grid
+        if n <= side or size <= 0:
+            return slice(None)
+        start = (n - size) // 2
+        start -= (start + (-n % m) // 2) % m
+        start += m if start < 0 else 0
+        return slice(start, start + size)
 
     def _ensemble(self, denoise, x: np.ndarray, tta: bool) -> np.ndarray:
         return self_ensemble(denoise, x, self.dim) if tta else denoise(x)

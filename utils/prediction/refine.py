@@ -148,9 +148,7 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
                     ) -> Tuple[np.ndarray, Refinement]:
     """One channel (spatial...): the candidate of least worst-case regret (module docstring)."""
     v = noise.variance(f)
-    mean_signal = float(np.mean(np.clip(f, 0, None)))
-    a, b = float(noise.a[0]), float(noise.b[0])
-    if a > 0 and a * mean_signal > b and mean_signal / a < LOW_COUNTS:
+    if photon_limited(noise, f):
         return f, Refinement(f'network (under {LOW_COUNTS:g} photons a pixel)', noise, None, None)
     # where clipping distorts the noise the risk estimate does not hold: the candidates are
     # judged on the other pixels (`scored`)
@@ -173,6 +171,14 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
         return y, Refinement(best[0], noise, None, None)
     gains = [10 * np.log10(k * total_v / r) for k, r in zip((1.0,) + ends, risks)]
     return y, Refinement(best[0], noise, float(gains[0]), (float(min(gains)), float(max(gains))))
+
+
+def photon_limited(noise: NoiseModel, signal: np.ndarray) -> bool:
+    """Whether one channel's noise (its model) is mostly photon noise at under LOW_COUNTS
+    photons a pixel on average over `signal` (a clean estimate, spatial...)."""
+    mean_signal = float(np.mean(np.clip(signal, 0, None)))
+    a, b = float(noise.a[0]), float(noise.b[0])
+    return a > 0 and a * mean_signal > b and mean_signal / a < LOW_COUNTS
 
 
 Candidate = Tuple[str, float, float, Optional[Tuple[int, float]]]
@@ -206,7 +212,9 @@ def risk_terms(x: np.ndarray, f: np.ndarray, v: np.ndarray, divergence: float,
         ratio = uniform_filter(v, size, mode='reflect') / energy
         # r dg/dx = t * ratio / energy * 2 r^2 (1 - d) * (x_i's weight in its own window)
         vq = vs * ratio / energy * 2 * r2 * (1 - d) * _self_weight(r.shape, w)
-        below = np.searchsorted(thresholds, ratio.ravel(), side='right')  # thresholds <= ratio
+        below = np.zeros(ratio.size, np.intp)  # how many thresholds are <= ratio
+        for threshold in thresholds:  # (a loop of comparisons: 4x faster than searchsorted)
+            below += ratio.ravel() >= threshold
         inside = lambda q: np.cumsum(np.bincount(below, q.ravel(), len(thresholds) + 1))
         v_in, v_ratio_in, r2_in = inside(vs), inside(vs * ratio), inside(r2s)
         r2_ratio2_in, vq_in = inside(r2s * ratio * ratio), inside(vq)
