@@ -8,6 +8,7 @@ was trained on.
     python test_single.py scan.tif --name N2S-3000 --output out/scan_clean.tif --show
     python test_single.py a.png b.tif folder/ --output-dir out/   # many files, the model loaded once
     python test_single.py photo.png --adapt              # first train a copy on the photo itself
+    python test_single.py photo.png --refine bm3d        # then BM3D's Wiener stage (bm3d extra)
 
 Stacks (a TIFF of several pages: z-stacks, time series, channels, BigTIFF, OME-TIFF; an
 OME-Zarr folder) are read lazily and denoised tile by tile, frame by frame with a 2D model, so
@@ -20,6 +21,7 @@ With several files, one that fails gets a one-line error and the others go on; t
 is then 1 and a summary names the failed files. Inputs are never overwritten.
 """
 import os
+import sys
 from typing import List, Optional
 
 from n2s_app import adapt, cli, denoise_files
@@ -28,6 +30,17 @@ from utils.core.files import check_writable
 from utils.prediction.photo import COLOUR_MODES, TILE_ABOVE
 
 REFINEMENTS = ('gate', 'bm3d')  # --refine
+
+
+def bare_refine(argv: List[str]) -> List[str]:
+    """argv with a `--refine` (or an abbreviation, `--ref`) that is followed by anything but one
+    of REFINEMENTS (an image, as in `--refine photo.png`) written `--refine=gate`, so that
+    argparse does not take the image for the refinement's name; nothing after `--`."""
+    argv = [str(a) for a in argv]
+    end = argv.index('--') if '--' in argv else len(argv)
+    flag = lambda a: len(a) > 4 and '--refine'.startswith(a)
+    return [('--refine=gate' if i < end and flag(a) and i + 1 < len(argv) and
+             argv[i + 1] not in REFINEMENTS else a) for i, a in enumerate(argv)]
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -83,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         'folder, denoised tile by tile): same as the input, tiff (OME-TIFF; '
                         'BigTIFF above 2 GB), bigtiff, or zarr (OME-Zarr)')
     cli.add_precision_flag(p)
-    args = p.parse_args(argv)
+    args = p.parse_args(bare_refine(sys.argv[1:] if argv is None else argv))
 
     inputs = image_io.find_images(args.images, 'IMAGE')
     if len(inputs) > 1 and (args.output or args.figure):
@@ -99,6 +112,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         image_io.check_format(plans[0]['output'], image_io.read_image(inputs[0]).dtype)
     name = args.name or cli.DEFAULT_MODEL
     cli.require_checkpoint(args.model_dir, name, f'python train.py --name {name}')
+    if args.refine == 'bm3d':  # fail before any network runs
+        from utils.core.environment import import_extra
+        from utils.prediction.bm3d_stage import LICENCE_NOTE
+        import_extra('bm3d', f'--refine bm3d ({LICENCE_NOTE})')
 
     cli.start_tensorflow(training=False)
     from models import load_model

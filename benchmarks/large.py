@@ -73,7 +73,8 @@ def child(args) -> None:
     predictor = model.restored_predictor()
     predictor.predict(noisy_frame(0)[:512, :512].astype(np.float64),
                       PredictOptions(refine=args.refine))  # trace first: not timed
-    options = argparse.Namespace(adapt=None, name=args.name, tta=False, refine=args.refine,
+    options = argparse.Namespace(adapt=None, name=args.name, tta=False,
+                                 refine='gate' if args.refine else None,
                                  tile_size=512, margin=32, colour='opponent',
                                  stack_format='bigtiff')
     start = time.perf_counter()

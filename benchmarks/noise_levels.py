@@ -205,7 +205,7 @@ def run_models(results: Results, names: List[str], model_dir: str, sigma,
     refined row's time includes the network's either way."""
     from models import load_model
     predict = denoise or (lambda p, x: p.predict(x))
-    refine = refined or (lambda p, x, out: p.refine(x, out))
+    refine = refined or (lambda p, x, out: p.refine(x, out, plain=denoise is None))
     for name in names:
         predictor = load_model(model_dir, name).restored_predictor()
         predict(predictor, images[0][2])  # warm-up (tracing), not timed

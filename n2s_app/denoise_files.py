@@ -165,7 +165,8 @@ def denoise_all(model, plans: List[Dict], args) -> None:
     failed: List[str] = []
     loaded: Dict = {}  # the models chosen for single images besides `model` (`choose_model`)
     unfit: List[str] = []  # inputs outside the model's noise range: the first note in full
-    bar = tqdm(plans, desc=f'denoising with {model.name}', unit='file',
+    bar = tqdm(plans, desc=f'denoising with {model.name}' if args.name else 'denoising',
+               unit='file',
                mininterval=1 if sys.stderr.isatty() else 30)
 
     def note(message: str) -> None:  # about the loop's current `plan`

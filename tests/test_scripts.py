@@ -238,6 +238,14 @@ def test_single_refine_bm3d_is_the_refined_output_through_bm3ds_wiener_stage(tmp
         result = run(ROOT / 'test_single.py', tmp_path / 'photo.tif', *flags,
                      '--output', tmp_path / f"out{len(flags)}{flags[-1]}.tif")
         assert result.returncode == 0, result.stderr[-2000:]
+    # `--refine IMAGE` (or `--ref IMAGE`), as when --refine took no value: the image is not
+    # a refinement's name
+    for flag in ('--refine', '--ref'):
+        result = run(ROOT / 'test_single.py', flag, tmp_path / 'photo.tif',
+                     '--output', tmp_path / 'again.tif')
+        assert result.returncode == 0, result.stderr[-2000:]
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / 'again.tif')),
+                                      np.array(Image.open(tmp_path / 'out1--refine.tif')))
     model = load_model(str(ROOT / 'trained_models'), cli.DEFAULT_MODEL)
     got = np.array(Image.open(tmp_path / 'out2bm3d.tif'))
     want = model.restored_predictor().predict(noisy, PredictOptions(refine=True, bm3d=True))

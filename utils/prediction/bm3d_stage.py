@@ -9,10 +9,11 @@ The `bm3d` package is an optional extra (`pip install -r requirements-extra.txt`
 Tampere University's licence, which allows informational, non-commercial use only (its
 LICENSE file).
 
-Noise: the image's Poisson-Gaussian model v = a*y + b (`utils.core.noise`); Gaussian (a = 0)
-is filtered at std sqrt(b), Poisson-Gaussian on the generalised Anscombe transform of the
-counts x / a with read noise std sqrt(b) / a (noise std ~1) and mapped back by its unbiased
-inverse (`utils.evaluation.baselines`).
+Noise: the image's Poisson-Gaussian model v = a*y + b (`utils.core.noise`). Where photon noise
+dominates (`photon_dominated`) it is filtered on the generalised Anscombe transform of the counts
+x / a with read noise std sqrt(b) / a (noise std ~1) and mapped back by its unbiased inverse
+(`utils.evaluation.baselines`); elsewhere (Gaussian noise, a colour-difference channel centred
+on 0) as Gaussian noise at the model's root-mean-square std.
 """
 from typing import Optional, Sequence
 
@@ -34,9 +35,9 @@ def bm3d_wiener(noisy: np.ndarray, pilot: np.ndarray, noise: NoiseModel) -> np.n
         raise ValueError(f"--refine bm3d takes 2D images of one channel, got {x.shape} and "
                          f"{f.shape}")
     a, b = float(noise.a[0]), float(noise.b[0])
-    if a <= 0:
-        return np.asarray(package.bm3d(x, sigma_psd=max(np.sqrt(b), 1e-6), stage_arg=f),
-                          np.float32)
+    if not photon_dominated(noise, f):  # Gaussian at the model's rms std
+        std = max(float(np.sqrt(np.mean(noise.variance(f)))), 1e-6)
+        return np.asarray(package.bm3d(x, sigma_psd=std, stage_arg=f), np.float32)
     read = np.sqrt(b) / a
     z, p = anscombe(x / a, read), anscombe(np.clip(f, 0, None) / a, read)
     # centred: where read noise dominates, z ~ 2 * read is large and BM3D's float32 would
@@ -44,6 +45,16 @@ def bm3d_wiener(noisy: np.ndarray, pilot: np.ndarray, noise: NoiseModel) -> np.n
     centre = float(np.mean(z))
     z = package.bm3d(z - centre, sigma_psd=1.0, stage_arg=p - centre) + centre
     return (inverse_anscombe(z, read) * a).astype(np.float32)
+
+
+def photon_dominated(noise: NoiseModel, signal: np.ndarray) -> bool:
+    """Whether the transform applies: photon noise (a * y) above the read noise (b) on average
+    over `signal` (one channel), and the signal not below 0 by more than two noise stds (the
+    transform counts photons from 0; a colour-difference channel centred on 0 is not counts)."""
+    a, b = float(noise.a[0]), float(noise.b[0])
+    mean = float(np.mean(np.clip(signal, 0, None)))
+    return a > 0 and a * mean > b and \
+        float(np.percentile(signal, 1)) > -2 * np.sqrt(a * mean + b)
 
 
 def bm3d_stage(noisy: np.ndarray, pilot: np.ndarray, noises: Sequence[NoiseModel],

@@ -104,13 +104,15 @@ class Predictor:
         """One image, whole: float32 of the input's shape (options.tta, options.refine)."""
         x, added = self.channels_last(image)
         mean, std = self.normalisers(x, im_mean, im_std)
+        own_padding = resizer is None  # the divergence probe pads as PadAndCropResizer()
         resizer = resizer or PadAndCropResizer()
 
         def denoise(z):
             padded = resizer.before(z, self.multiple, exclude=-1)
             return resizer.after(self.run(padded[None])[0], exclude=-1)
         out = self._ensemble(denoise, (x - mean) / std, options.tta) * std + mean
-        return self._finish(x, out, added, options, mean, std, plain=not options.tta)
+        return self._finish(x, out, added, options, mean, std,
+                            plain=not options.tta and own_padding)
 
     def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
                       resizer: Optional[PadAndCropResizer] = None,
