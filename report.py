@@ -9,6 +9,7 @@ from typing import List, Optional
 
 from n2s_app import cli
 from n2s_app.model_source import default_model_for
+from utils.core.noise import measured_noise
 from utils.core.files import write_csv_atomic, write_text_atomic
 from utils.data.datasets import get_dataset
 from utils.evaluation.baselines import nlm
@@ -41,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     loaded = {}
 
     def as_test_single(x):  # test_single.py without --name chooses the model per image
-        name = args.default or default_model_for(x, args.model_dir)
+        name = args.default or default_model_for(measured_noise(x), args.model_dir)
         if name not in loaded:
             loaded[name] = load_model(args.model_dir, name)
         return loaded[name].predict(x, refine=cli.DEFAULT_REFINE)

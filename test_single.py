@@ -113,9 +113,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     name = args.name or cli.DEFAULT_MODEL
     cli.require_checkpoint(args.model_dir, name, f'python train.py --name {name}')
     if args.refine == 'bm3d':  # fail before any network runs
-        from utils.core.environment import import_extra
-        from utils.prediction.bm3d_stage import LICENCE_NOTE
-        import_extra('bm3d', f'--refine bm3d ({LICENCE_NOTE})')
+        from utils.prediction.bm3d_stage import bm3d_package
+        bm3d_package()
 
     cli.start_tensorflow(training=False)
     from models import load_model

@@ -38,6 +38,7 @@ from benchmarks import finish_plot
 from n2s_app import cli
 from n2s_app.model_source import default_model_for
 from utils.core import environment
+from utils.core.noise import measured_noise
 from utils.core.files import write_csv_atomic, write_text_atomic
 from utils.data import bsd68_build
 from utils.prediction.photo import COLOUR_MODES, denoise_array
@@ -222,12 +223,17 @@ def run_models(results: Results, names: List[str], model_dir: str, sigma,
                         gain=None if None in gains or len(gains) != 1 else gains[0])
 
 
+def default_for(noisy: np.ndarray, model_dir: str) -> str:
+    """The model test_single.py picks without --name for a noisy image."""
+    return default_model_for(measured_noise(noisy), model_dir)
+
+
 def add_default_rows(results: Results, sigma, images: List[Tuple[str, np.ndarray, np.ndarray]],
                      model_dir: str) -> None:
     """The method DEFAULT: each image's refined row of the model test_single.py chooses for it
     without --name (`model_source.default_model_for`), when both of its models were run."""
     refined = {(r['method'], r['image']): r for r in results.rows if r['sigma'] == key(sigma)}
-    chosen = [refined.get((default_model_for(noisy, model_dir) + ' --refine', image))
+    chosen = [refined.get((default_for(noisy, model_dir) + ' --refine', image))
               for image, _, noisy in images]
     if None not in chosen:
         results.rows.extend({**row, 'method': DEFAULT} for row in chosen)
@@ -240,7 +246,7 @@ def add_pilot_rows(results: Results, sigma, images: List[Tuple[str, np.ndarray, 
     from models import load_model
     predictors = {}
     for image, clean, noisy in images:
-        name = default_model_for(noisy, model_dir)
+        name = default_for(noisy, model_dir)
         if name not in predictors:
             predictors[name] = load_model(model_dir, name).restored_predictor()
             predictors[name].predict(noisy)  # warm-up (tracing), not timed

@@ -1,5 +1,7 @@
 """Per image, on noise the refinement was not tuned on: how many of BSD68's 68 test images come
-back below their noisy input and below the network alone (`blind32-N2S` by default).
+back below their noisy input and below the network alone: by default the model test_single.py
+picks per image without --name (`blind32-N2S`, `mixed32-N2S` for very noisy images), with
+--name that model for every image.
 
     python download.py --dataset bsd68 --from ../shared/data/bsd68
     python -m benchmarks.untuned                  # about 3 minutes on 2 cores
@@ -28,28 +30,40 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model-dir', default=cli.MODEL_DIR)
-    p.add_argument('--name', default=cli.DEFAULT_MODEL)
+    p.add_argument('--name', default=None,
+                   help="one model for every image (default: test_single.py's choice per image)")
     p.add_argument('--data-dir', default=cli.DATA_DIR)
     args = p.parse_args(argv)
     cli.start_tensorflow(training=False)
     from models import load_model
-    predictor = load_model(args.model_dir, args.name).restored_predictor()
+    from n2s_app.model_source import default_model_for
+    from utils.core.noise import measured_noise
+    predictors: Dict = {}
+
+    def predictor_for(x):
+        name = args.name or default_model_for(measured_noise(x), args.model_dir)
+        if name not in predictors:
+            predictors[name] = load_model(args.model_dir, name).restored_predictor()
+        return name, predictors[name]
     clean = np.load(os.path.join(args.data_dir, 'BSD68', 'test', 'bsd68_groundtruth.npy'),
                     allow_pickle=True)
     for noise, make in NOISES.items():
-        scores = []
+        scores, names = [], []
         for i, c in enumerate(clean):
             c = np.asarray(c, np.float64)
             x = make(c, np.random.default_rng([77, i]))
+            name, predictor = predictor_for(x)
             network = predictor.predict(x)
-            refined, _ = predictor.refine(x, network)
+            refined, _ = predictor.refine(x, network, plain=True)  # as predict(refine=True)
             scores.append([PSNR(c, y) for y in (x, network, refined)])
+            names.append(name)
         s = np.array(scores)
+        used = ', '.join(f'{n} on {names.count(n)}' for n in sorted(set(names)))
         print(f"{noise}: input {s[:, 0].mean():.2f}, network {s[:, 1].mean():.2f}, refined "
               f"{s[:, 2].mean():.2f} dB; refined below the input on {(s[:, 2] < s[:, 0]).sum()}"
               f"/{len(s)} (worst {(s[:, 2] - s[:, 0]).min():+.2f}), below the network on "
-              f"{(s[:, 2] < s[:, 1]).sum()}/{len(s)} (worst {(s[:, 2] - s[:, 1]).min():+.2f})",
-              flush=True)
+              f"{(s[:, 2] < s[:, 1]).sum()}/{len(s)} (worst {(s[:, 2] - s[:, 1]).min():+.2f}); "
+              f"{used}", flush=True)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from n2s_app import adapt, cli
 from n2s_app.model_source import default_model_for
 from utils.core import image_io, stack_io
+from utils.core.noise import measured_noise
 from utils.evaluation import fit
 from utils.evaluation.figure import save_figure_atomic
 from utils.prediction.photo import denoise, model_input, output_pixels
@@ -68,13 +69,14 @@ def predict_options(args) -> PredictOptions:
                           margin=args.margin, colour=args.colour)
 
 
-def choose_model(model, grey, args, loaded: Dict) -> Tuple[object, Optional[str]]:
-    """(the model for one image's pixels `grey`, a line saying why when it is not `model`):
-    `model` when --name was given, else the one `model_source.default_model_for` names,
-    loaded once into `loaded` (name -> model)."""
-    if args.name is not None or model.dim != 2 or model.in_channels != 1:
+def choose_model(model, noise: Optional[float], args, loaded: Dict
+                 ) -> Tuple[object, Optional[str]]:
+    """(the model for an image of relative noise `noise`, a line saying why when it is not
+    `model`): `model` when --name was given, else the one `model_source.default_model_for`
+    names, loaded once into `loaded` (name -> model)."""
+    if args.name is not None:
         return model, None
-    name = default_model_for(grey, args.model_dir)
+    name = default_model_for(noise, args.model_dir)
     if name == model.name:
         return model, None
     if name not in loaded:
@@ -96,11 +98,12 @@ def denoise_file(model, plan: Dict[str, Optional[str]], args,
     image = image_io.read_image(plan['input'])
     image_io.check_format(plan['output'], image.dtype)
     grey = model_input(image, model.in_channels, keep_colour=False)
-    model, why = choose_model(model, grey, args, {} if loaded is None else loaded)
+    noise = measured_noise(grey, model.dim)
+    model, why = choose_model(model, noise, args, {} if loaded is None else loaded)
     if why:
         note(f"{os.path.basename(plan['input'])}: {why}")
     message = fit.unfit_message(model.name, model.saved, grey, model.dim, args.model_dir,
-                                plan['input'])
+                                plan['input'], noise)
     if message:
         note(message)
     with adapt.adapted(model, grey, args.adapt, args.adapt_lr, lmbd=args.adapt_lmbd) \

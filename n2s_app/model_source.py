@@ -24,20 +24,13 @@ def find_models(model_dir: str = SHIPPED_MODELS) -> List[str]:
             if trained(os.path.join(model_dir, name))]
 
 
-def default_model_for(image, model_dir: str, dim: int = 2) -> str:
-    """The model test_single.py uses for `image` ((spatial...) or (spatial..., C) pixels, any
-    value range) when no --name is given: cli.NOISY_MODEL where the image's relative noise
-    (`utils.core.noise.relative_noise`) is above cli.NOISY_ABOVE and `model_dir` has a trained
-    cli.NOISY_MODEL, else cli.DEFAULT_MODEL."""
-    import numpy as np
-
+def default_model_for(noise: Optional[float], model_dir: str) -> str:
+    """The model test_single.py uses without --name for an image of relative noise `noise`
+    (`utils.core.noise.measured_noise`; None: not measurable): cli.NOISY_MODEL above
+    cli.NOISY_ABOVE when `model_dir` has it trained, else cli.DEFAULT_MODEL."""
     from n2s_app.cli import DEFAULT_MODEL, NOISY_ABOVE, NOISY_MODEL
-    from utils.core.noise import relative_noise
-    image = np.asarray(image)
-    if NOISY_MODEL not in find_models(model_dir) or not np.isfinite(image).all() or \
-            np.ptp(image) == 0 or min(image.shape[dim - 2:dim]) < 3:
-        return DEFAULT_MODEL
-    return NOISY_MODEL if relative_noise(image, dim) > NOISY_ABOVE else DEFAULT_MODEL
+    noisy = noise is not None and noise > NOISY_ABOVE
+    return NOISY_MODEL if noisy and NOISY_MODEL in find_models(model_dir) else DEFAULT_MODEL
 
 
 @dataclass

@@ -20,6 +20,7 @@ from n2s_app.cli import DEFAULT_MODEL, DEFAULT_REFINE, NOISY_ABOVE, NOISY_MODEL
 from n2s_app.model_source import default_model_for
 from utils.core import image_io
 from utils.core.files import atomic_write
+from utils.core.noise import measured_noise
 from utils.evaluation.fit import unfit_message
 from utils.evaluation.metrics import PSNR, SSIM
 from utils.model_io.checkpoints import latest_checkpoint
@@ -165,16 +166,17 @@ class DenoiseService:
             image = image_io.LoadedImage(image.pixels, clean + noise, image.alpha)
         progress(0.2, 'denoising')
         started = time.time()
-        chosen = ''
+        chosen, noise = '', None
         if name == AUTOMATIC:  # as test_single.py without --name
-            name = default_model_for(model_input(image, 1, keep_colour=False), self.model_dir)
+            noise = measured_noise(model_input(image, 1, keep_colour=False))
+            name = default_model_for(noise, self.model_dir)
             chosen = (f" (chosen: estimated noise above {NOISY_ABOVE} x the image's std)"
                       if name == NOISY_MODEL else ' (chosen for its noise level)')
         with self._lock:
             model = self.model(name)
             grey = model_input(image, model.in_channels, keep_colour=False)
             note = unfit_message(name, model.saved, grey, model.dim, self.model_dir,
-                                 os.path.basename(path))
+                                 os.path.basename(path), noise)
             step = lambda done, steps: progress(0.2 + 0.6 * done / steps,
                                                 f'adapting to the image: step {done}/{steps}')
             with adapted(model, grey, adapt_steps, progress=step) if adapt_steps else \

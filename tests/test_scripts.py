@@ -256,25 +256,24 @@ def test_single_refine_bm3d_is_the_refined_output_through_bm3ds_wiener_stage(tmp
 
 
 def test_the_default_model_for_an_image_follows_its_noise_and_the_models_there(tmp_path):
-    """model_source.default_model_for: NOISY_MODEL above NOISY_ABOVE relative noise, when the
-    folder has it; DEFAULT_MODEL otherwise and for constant or NaN images."""
+    """model_source.default_model_for: NOISY_MODEL above NOISY_ABOVE relative noise when the
+    folder has it, DEFAULT_MODEL otherwise and where the noise cannot be measured
+    (`measured_noise`: constant, NaN or too small images)."""
     from n2s_app import cli
     from n2s_app.model_source import default_model_for
-    from utils.core.noise import relative_noise
-    rng = np.random.default_rng(0)
-    scene = np.add.outer(np.linspace(0, 100, 96), np.linspace(0, 60, 128))
+    from utils.core.noise import measured_noise
     shipped = str(ROOT / 'trained_models')
-    for sigma in (5.0, 25.0, 60.0, 120.0):
-        noisy = scene + rng.normal(0, sigma, scene.shape)
-        want = cli.NOISY_MODEL if relative_noise(noisy) > cli.NOISY_ABOVE else cli.DEFAULT_MODEL
-        assert default_model_for(noisy, shipped) == want
-    assert default_model_for(scene + rng.normal(0, 120, scene.shape), shipped) == \
-        cli.NOISY_MODEL and default_model_for(scene + rng.normal(0, 5, scene.shape),
-                                                  shipped) == cli.DEFAULT_MODEL
-    assert default_model_for(scene + rng.normal(0, 120, scene.shape), str(tmp_path)) == \
-        cli.DEFAULT_MODEL  # no NOISY_MODEL there
-    assert default_model_for(np.zeros((32, 32)), shipped) == cli.DEFAULT_MODEL
-    assert default_model_for(np.full((32, 32), np.nan), shipped) == cli.DEFAULT_MODEL
+    above, below = cli.NOISY_ABOVE * 1.01, cli.NOISY_ABOVE * 0.99
+    assert default_model_for(above, shipped) == cli.NOISY_MODEL
+    assert default_model_for(below, shipped) == cli.DEFAULT_MODEL
+    assert default_model_for(above, str(tmp_path)) == cli.DEFAULT_MODEL  # no NOISY_MODEL there
+    assert default_model_for(None, shipped) == cli.DEFAULT_MODEL
+    rng = np.random.default_rng(0)
+    scene = np.add.outer(np.linspace(0, 100, 96), np.linspace(0, 60, 128))  # std ~ 33
+    assert measured_noise(scene + rng.normal(0, 120, scene.shape)) > cli.NOISY_ABOVE
+    assert measured_noise(scene + rng.normal(0, 5, scene.shape)) < cli.NOISY_ABOVE
+    for bad in (np.zeros((32, 32)), np.full((32, 32), np.nan), scene[:2]):
+        assert measured_noise(bad) is None
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

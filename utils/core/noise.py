@@ -40,6 +40,15 @@ def relative_noise(image, dim: int = 2) -> float:
     return estimate_noise_model(x, channel_axis=-1).std(x) / scale
 
 
+def measured_noise(image, dim: int = 2) -> Optional[float]:
+    """`relative_noise` of an image, or None where it cannot be measured: NaN or Inf values,
+    a constant image (an empty frame), under 3 pixels along one of the last two spatial axes."""
+    image = np.asarray(image)
+    if not np.isfinite(image).all() or np.ptp(image) == 0 or min(image.shape[dim - 2:dim]) < 3:
+        return None
+    return relative_noise(image, dim)
+
+
 def lmbd_estimated(images, dim: int = 2) -> float:
     """lmbd = 2 x the noise std after `normalise_each`, each image's estimated blindly
     (`relative_noise`), so that images of different value ranges mix."""
@@ -122,6 +131,13 @@ class NoiseModel:
             return np.zeros(np.shape(signal), bool)  # unclipped: no pass over the image
         reach = CLIP_MARGIN * np.sqrt(self.variance(signal, channel))
         return (signal < low + reach) | (signal > high - reach)
+
+    def photons(self, signal: np.ndarray, channel: int = 0) -> float:
+        """The mean photon count a pixel of `signal` (spatial..., a clean estimate) where
+        photon noise dominates the channel's noise on average (a * y above b), else inf."""
+        a, b = float(self.a[channel]), float(self.b[channel])
+        mean = float(np.mean(np.clip(signal, 0, None)))
+        return mean / a if a > 0 and a * mean > b else np.inf
 
     def std(self, signal: np.ndarray) -> float:
         """The root-mean-square noise std over `signal` (spatial..., C) or one channel."""

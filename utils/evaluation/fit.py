@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.core.noise import relative_noise
+from utils.core.noise import measured_noise, relative_noise
 
 FIT_MARGIN = 1.5  # an image fits when low / FIT_MARGIN <= its noise <= high * FIT_MARGIN
 MAX_IMAGES = 200  # images measured for the range (a seeded sample of larger sets)
@@ -76,20 +76,17 @@ def fitting_models(model_dir: str, noise: float, dim: int, in_channels: int) -> 
 
 
 def unfit_message(name: str, settings: dict, image: np.ndarray, dim: int, model_dir: str,
-                  label: str) -> Optional[str]:
+                  label: str, noise: Optional[float] = None) -> Optional[str]:
     """One line when `image` ((spatial...) or (spatial..., C)) lies outside the noise range of
-    the model `name` (its `settings`), else None (also when no range is recorded or the image
-    is constant)."""
+    the model `name` (its `settings`), else None (also when no range is recorded or the noise
+    cannot be measured, `measured_noise`); noise: the image's `measured_noise` when known."""
     if outdated(settings):
         return (f"note: {name}'s training noise range was measured by an earlier estimator and is "
                 f"not used; record it again: python -m n2s_app.fit "
                 f"{os.path.join(model_dir, name)}")
     bounds = trained_range(settings)
-    if bounds is None or not np.isfinite(image).all() or np.ptp(image) == 0 or \
-            min(np.shape(image)[dim - 2:dim]) < 3:
-        return None  # no range; NaN (the prediction says so), a constant image, or too small
-    noise = relative_noise(image, dim)
-    if fits(noise, bounds):
+    noise = measured_noise(image, dim) if noise is None and bounds else noise
+    if bounds is None or noise is None or fits(noise, bounds):
         return None
     side = 'below' if noise < bounds[0] else 'above'
     others = [n for n in fitting_models(model_dir, noise, dim, settings.get('in_channels', 1))

@@ -21,15 +21,18 @@ import numpy as np
 
 from utils.core.noise import NoiseModel
 
-LICENCE_NOTE = "the bm3d package's licence allows non-commercial use only"
+def bm3d_package():
+    """The `bm3d` module, or an OSError saying how to install it (and its licence)."""
+    from utils.core.environment import import_extra
+    return import_extra('bm3d', f"--refine bm3d (the bm3d package's licence allows "
+                                f"non-commercial use only)")
 
 
 def bm3d_wiener(noisy: np.ndarray, pilot: np.ndarray, noise: NoiseModel) -> np.ndarray:
     """BM3D's Wiener stage of one channel (H, W) of `noisy` with `pilot` (H, W) as its pilot,
     under the channel's noise model; the image's units in and out, float32."""
-    from utils.core.environment import import_extra
     from utils.evaluation.baselines import anscombe, inverse_anscombe
-    package = import_extra('bm3d', f'--refine bm3d ({LICENCE_NOTE})')
+    package = bm3d_package()
     x, f = np.asarray(noisy, np.float64), np.asarray(pilot, np.float64)
     if x.ndim != 2 or x.shape != f.shape:
         raise ValueError(f"--refine bm3d takes 2D images of one channel, got {x.shape} and "
@@ -51,10 +54,9 @@ def photon_dominated(noise: NoiseModel, signal: np.ndarray) -> bool:
     """Whether the transform applies: photon noise (a * y) above the read noise (b) on average
     over `signal` (one channel), and the signal not below 0 by more than two noise stds (the
     transform counts photons from 0; a colour-difference channel centred on 0 is not counts)."""
-    a, b = float(noise.a[0]), float(noise.b[0])
-    mean = float(np.mean(np.clip(signal, 0, None)))
-    return a > 0 and a * mean > b and \
-        float(np.percentile(signal, 1)) > -2 * np.sqrt(a * mean + b)
+    photons, a, b = noise.photons(signal), float(noise.a[0]), float(noise.b[0])
+    return np.isfinite(photons) and \
+        float(np.percentile(signal, 1)) > -2 * np.sqrt(a * a * photons + b)
 
 
 def bm3d_stage(noisy: np.ndarray, pilot: np.ndarray, noises: Sequence[NoiseModel],

@@ -1,5 +1,4 @@
 """Denoising one image as read from a file: channels, colour with grey models, tiling when large."""
-from dataclasses import replace
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -71,15 +70,8 @@ def denoise_array(predictor: Predictor, x: np.ndarray,
 
     def one(z, im_mean=None, im_std=None):
         tiled = z.shape[0] * z.shape[1] > TILE_ABOVE
-        out = (predictor.crop_predict if tiled else predictor.predict)(
-            z, replace(options, refine=False), im_mean, im_std)
-        if not options.refine:
-            return out
-        out, found = predictor.refine(z, out, im_mean, im_std, plain=not (tiled or options.tta),
-                                      bm3d=options.bm3d)
-        if reports is not None:
-            reports.extend(found)
-        return out
+        return (predictor.crop_predict if tiled else predictor.predict)(
+            z, options, im_mean, im_std, reports=reports)
 
     if predictor.in_channels != 1 or x.ndim == 2:
         return one(x)

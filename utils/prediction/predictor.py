@@ -99,9 +99,10 @@ class Predictor:
         return predictor
 
     def predict(self, image: np.ndarray, options: PredictOptions = PredictOptions(),
-                im_mean=None, im_std=None,
-                resizer: Optional[PadAndCropResizer] = None) -> np.ndarray:
-        """One image, whole: float32 of the input's shape (options.tta, options.refine)."""
+                im_mean=None, im_std=None, resizer: Optional[PadAndCropResizer] = None,
+                reports: Optional[List] = None) -> np.ndarray:
+        """One image, whole: float32 of the input's shape (options.tta, options.refine);
+        reports: a list that receives the refinement's `Refinement` of each channel."""
         x, added = self.channels_last(image)
         mean, std = self.normalisers(x, im_mean, im_std)
         own_padding = resizer is None  # the divergence probe pads as PadAndCropResizer()
@@ -111,7 +112,7 @@ class Predictor:
             padded = resizer.before(z, self.multiple, exclude=-1)
             return resizer.after(self.run(padded[None])[0], exclude=-1)
         out = self._ensemble(denoise, (x - mean) / std, options.tta) * std + mean
-        return self._finish(x, out, added, options, mean, std,
+        return self._finish(x, out, added, options, mean, std, reports,
                             plain=not options.tta and own_padding)
 
     def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
@@ -127,25 +128,28 @@ class Predictor:
         return (out[..., 0] if added else out).astype(np.float32)
 
     def crop_predict(self, image: np.ndarray, options: PredictOptions, im_mean=None,
-                     im_std=None, resizer: Optional[PadAndCropResizer] = None) -> np.ndarray:
+                     im_std=None, resizer: Optional[PadAndCropResizer] = None,
+                     reports: Optional[List] = None) -> np.ndarray:
         """A large image tile by tile: the last two spatial axes are cut into
         options.tile_size tiles overlapping by 2 * options.margin, of which each keeps its
-        centre; normalised as a whole."""
+        centre; normalised as a whole; reports as `predict`'s."""
         x, added = self.channels_last(image)
         mean, std = self.normalisers(x, im_mean, im_std)
         resizer = resizer or PadAndCropResizer()
         tiled = lambda z: self._tiles(z, options.tile_size, options.margin, resizer,
                                       options.batch_size)
         out = self._ensemble(tiled, (x - mean) / std, options.tta) * std + mean
-        return self._finish(x, out, added, options, mean, std)
+        return self._finish(x, out, added, options, mean, std, reports)
 
     def _finish(self, x: np.ndarray, out: np.ndarray, added: bool, options: PredictOptions,
-                mean, std, plain: bool = False) -> np.ndarray:
+                mean, std, reports: Optional[List], plain: bool = False) -> np.ndarray:
         """out (spatial..., C), refined against the input x when options.refine asks (and
-        options.bm3d), in the input's shape; plain: out is the network's output of the whole
-        image (no TTA, no tiles)."""
+        options.bm3d; the reports extend `reports`), in the input's shape; plain: out is the
+        network's output of the whole image (no TTA, no tiles)."""
         if options.refine:
-            out = self.refine(x, out, mean, std, plain, options.bm3d)[0]
+            out, found = self.refine(x, out, mean, std, plain, options.bm3d)
+            if reports is not None:
+                reports.extend(found)
         return (out[..., 0] if added else out).astype(np.float32)
 
     def refine(self, image: np.ndarray, denoised: np.ndarray, im_mean=None, im_std=None,

@@ -148,7 +148,7 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
                     ) -> Tuple[np.ndarray, Refinement]:
     """One channel (spatial...): the candidate of least worst-case regret (module docstring)."""
     v = noise.variance(f)
-    if photon_limited(noise, f):
+    if noise.photons(f) < LOW_COUNTS:
         return f, Refinement(f'network (under {LOW_COUNTS:g} photons a pixel)', noise, None, None)
     # where clipping distorts the noise the risk estimate does not hold: the candidates are
     # judged on the other pixels (`scored`)
@@ -171,14 +171,6 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
         return y, Refinement(best[0], noise, None, None)
     gains = [10 * np.log10(k * total_v / r) for k, r in zip((1.0,) + ends, risks)]
     return y, Refinement(best[0], noise, float(gains[0]), (float(min(gains)), float(max(gains))))
-
-
-def photon_limited(noise: NoiseModel, signal: np.ndarray) -> bool:
-    """Whether one channel's noise (its model) is mostly photon noise at under LOW_COUNTS
-    photons a pixel on average over `signal` (a clean estimate, spatial...)."""
-    mean_signal = float(np.mean(np.clip(signal, 0, None)))
-    a, b = float(noise.a[0]), float(noise.b[0])
-    return a > 0 and a * mean_signal > b and mean_signal / a < LOW_COUNTS
 
 
 Candidate = Tuple[str, float, float, Optional[Tuple[int, float]]]
