@@ -303,7 +303,7 @@ def test_the_generalised_anscombe_transform_stabilises_and_inverts_without_bias(
     """Poisson counts plus read noise: after `anscombe` the noise std is ~1 at any level, and
     `inverse_anscombe` of the transformed mean gives back the mean count (the exact unbiased
     inverse, Makitalo and Foi), where the algebraic inverse is biased."""
-    from utils.evaluation.baselines import anscombe, inverse_anscombe
+    from utils.core.noise import anscombe, inverse_anscombe
     rng = np.random.default_rng(0)
     for mean, read in ((5.0, 0.0), (20.0, 0.0), (50.0, 2.0)):
         z = anscombe(rng.poisson(mean, 400_000) + rng.normal(0, read, 400_000), read)

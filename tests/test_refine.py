@@ -105,6 +105,58 @@ def test_the_noise_model_reads_less_texture_as_noise_than_one_wavelet_sigma():
     assert estimate_noise_model(noisy).spread[0] > 0.1  # and knows it is unsure
 
 
+@pytest.mark.parametrize('sigma', [5.0, 10.0])
+def test_the_kurtosis_estimate_is_not_inflated_by_texture(sigma):
+    """scikit-image's gravel, a texture the high-pass model reads as 40 % more noise at sigma
+    5: the kurtosis estimate (Zoran & Weiss) reads the noise within 8 %, and on the smooth
+    moon within 5 % at any level."""
+    from utils.core.noise import kurtosis_std
+    gravel, moon = (getattr(data, n)().astype(np.float64) for n in ('gravel', 'moon'))
+    rng = np.random.default_rng(int(sigma))
+    noisy = gravel + rng.normal(0, sigma, gravel.shape)
+    assert estimate_noise_model(noisy).std(gravel) > 1.12 * sigma
+    assert kurtosis_std(noisy) == pytest.approx(sigma, rel=0.08)
+    for level in (sigma, 4 * sigma):
+        noisy_moon = moon + rng.normal(0, level, moon.shape)
+        assert kurtosis_std(noisy_moon) == pytest.approx(level, rel=0.05)
+    assert np.isnan(kurtosis_std(np.full((50, 50), 7.0)))  # no filter has a kurtosis
+    assert np.isnan(kurtosis_std(np.zeros((7, 100))))  # under one 8 x 8 patch
+
+
+@pytest.mark.parametrize('peak, read', [(30.0, 0.0), (10.0, 1.0)])
+def test_the_kurtosis_scale_of_a_poisson_model_is_its_error(peak, read):
+    """Poisson-Gaussian noise through the variance-stabilising transform of its true model:
+    the scale is 1; of a model twice too noisy: 1 / 2."""
+    from utils.core.noise import kurtosis_scale
+    clean = 20 + 0.8 * data.camera().astype(np.float64)
+    noisy = bsd68_build.poisson_gaussian(clean, peak, read, np.random.default_rng(1))
+    a = 255 / peak
+    true = NoiseModel(np.array([a]), np.array([(read * a) ** 2]), np.zeros(1))
+    double = NoiseModel(2 * true.a, 2 * true.b, np.zeros(1))
+    assert kurtosis_scale(noisy, true) == pytest.approx(1.0, abs=0.05)
+    assert kurtosis_scale(noisy, double) == pytest.approx(0.5, abs=0.05)
+
+
+def test_the_guard_keeps_a_texture_read_as_noise_above_its_input():
+    """scikit-image's grass at sigma 5, which the high-pass model reads as sigma 10, and an
+    over-smoothing denoiser: refined, the image is not below its noisy input, because the
+    kurtosis estimate widens the noise model's lower end; without it, it is."""
+    from scipy.ndimage import gaussian_filter
+    grass = data.grass().astype(np.float64)
+    delta = np.zeros((21, 21))
+    delta[10, 10] = 1
+    divergence = float(gaussian_filter(delta, 1.5)[10, 10])  # the blur's own weight
+    for seed in range(2):
+        noisy = grass + np.random.default_rng(seed).normal(0, 5, grass.shape)
+        smooth = gaussian_filter(noisy, 1.5)
+        assert estimate_noise_model(noisy, smooth).std(smooth) > 9
+        out = refine(noisy, smooth, divergence=divergence)
+        assert PSNR(grass, out) > PSNR(grass, noisy) + 0.1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refine_module, 'KURTOSIS_BELOW', 0.0)  # the kurtosis never consulted
+        assert PSNR(grass, refine(noisy, smooth, divergence=divergence)) < PSNR(grass, noisy)
+
+
 def clipped_8bit(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     """Gaussian noise as an 8-bit photo keeps it: rounded and clipped to 0..255."""
     noise = np.random.default_rng(seed).normal(0, sigma, clean.shape)
@@ -261,6 +313,77 @@ def test_at_low_photon_counts_the_network_output_is_kept():
     out, (report,) = refine_with_report(noisy, smooth)
     np.testing.assert_array_equal(out, smooth.astype(np.float32))
     assert report.choice.startswith('network (under') and report.gain_db is None
+
+
+def mean_network(b: np.ndarray) -> np.ndarray:
+    """A toy network: each pixel's 5 x 5 mean (on a batch (B, H, W, 1))."""
+    from scipy.ndimage import uniform_filter
+    return np.stack([uniform_filter(x[..., 0], 5)[..., None] for x in b]).astype(np.float32)
+
+
+def test_under_half_a_photon_a_pixel_the_network_denoises_the_2x2_sums_transform():
+    """A smooth scene at 0.3 photons a pixel: `predict` with refine hands back the network's
+    output on the generalised Anscombe transform of the 2 x 2 sums under the image's estimated
+    model, inverted, divided by 4 and interpolated back (formulas written out here), and says
+    so; with read noise of 2 photons, or with a caller's normalisation (a colour channel), not."""
+    from scipy.ndimage import zoom
+    from utils.prediction.predictor import Predictor
+    from utils.prediction.refine import summarise
+    predictor = Predictor(mean_network, 2, 1, 8)
+    clean = smooth_scene((96, 130)) + 30  # 10..253; 130: a ragged edge
+    noisy = bsd68_build.poisson_gaussian(clean, 0.6, 0.0, np.random.default_rng(4))
+    reports = []
+    out = predictor.predict(noisy, PredictOptions(refine=True), reports=reports)
+    (report,) = reports
+    assert report.choice.startswith('the network at 1/2 resolution on the Anscombe transform')
+    a, b = float(report.noise.a[0]), float(report.noise.b[0])
+    assert a == pytest.approx(255 / 0.6, rel=0.2)
+    sums = noisy.reshape(48, 2, 65, 2).sum(axis=(1, 3))
+    z = 2 * np.sqrt(np.maximum(sums / a + 3 / 8 + 4 * b / a ** 2, 0))
+    d = np.maximum(predictor.predict(z), 0.8)
+    counts = np.maximum(d ** 2 / 4 + np.sqrt(1.5) / 4 / d - 11 / 8 / d ** 2
+                        + 5 * np.sqrt(1.5) / 8 / d ** 3 - 1 / 8 - 4 * b / a ** 2, 0)
+    want = zoom(a * counts / 4, 2, order=1, grid_mode=True, mode='nearest')
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3)
+    assert PSNR(clean, out) > PSNR(clean, predictor.predict(noisy)) + 1
+    assert summarise(reports).startswith("refinement of 1 frames: 1 the network at a coarser")
+    assert summarise([refine_with_report(noisy, noisy)[1][0]]).startswith(
+        "refinement of 1 frames: 1 the network's output")  # (under 8 photons: kept)
+    read = bsd68_build.poisson_gaussian(clean, 0.6, 2.0, np.random.default_rng(4))
+    reports = []
+    predictor.predict(read, PredictOptions(refine=True), reports=reports)
+    assert 'Anscombe' not in reports[0].choice
+    reports = []
+    predictor.predict(noisy, PredictOptions(refine=True), float(noisy.mean()),
+                      float(noisy.std()), reports=reports)
+    assert 'Anscombe' not in reports[0].choice
+
+
+@pytest.mark.parametrize('sigma', [90.0, 150.0])
+def test_a_very_noisy_image_is_denoised_at_the_coarser_scale_its_risk_estimate_picks(sigma):
+    """A smooth scene under Gaussian noise above its own std and a 5 x 5 mean 'network':
+    each coarse candidate's risk estimate (Stein's, divergence probed through binning, network
+    and interpolation) is its true mean squared error to within 3 % of the noise variance, and
+    `choose` takes the 4 x 4 sums over the refined output, at a quarter of its error or less;
+    at sigma 10 it is not tried."""
+    from scipy.ndimage import uniform_filter
+    from utils.prediction import coarse
+    network = lambda z: uniform_filter(z, 5)
+    clean = smooth_scene((96, 128))
+    model = NoiseModel(np.zeros(1), np.array([sigma ** 2]), np.zeros(1))
+    for seed in range(2):
+        noisy = clean + np.random.default_rng(seed).normal(0, sigma, clean.shape)
+        for k in coarse.FACTORS:
+            y, report = coarse.candidate('k', noisy, k, model, network)
+            assert report.risk == pytest.approx(np.mean((y - clean) ** 2), abs=0.03 * sigma ** 2)
+        refined, (report,) = refine_with_report(noisy, network(noisy), model, divergence=1 / 25)
+        out, chosen = coarse.choose(noisy, refined, report, network)
+        assert chosen.choice == 'the network at 1/4 resolution (4 x 4 sums)'
+        assert np.mean((out - clean) ** 2) < 0.25 * np.mean((refined - clean) ** 2)
+    quiet = clean + np.random.default_rng(0).normal(0, 10, clean.shape)
+    low = NoiseModel(np.zeros(1), np.array([100.0]), np.zeros(1))
+    refined, (report,) = refine_with_report(quiet, network(quiet), low, divergence=1 / 25)
+    assert coarse.choose(quiet, refined, report, network) == (refined, report)
 
 
 def test_the_divergence_probe_measures_known_linear_networks():
@@ -437,7 +560,8 @@ def test_the_bm3d_stage_is_bm3ds_wiener_stage_under_the_noise_model():
     import bm3d
     from scipy.ndimage import gaussian_filter
 
-    from utils.evaluation.baselines import anscombe, on_anscombe
+    from utils.core.noise import anscombe
+    from utils.evaluation.baselines import on_anscombe
     from utils.prediction.bm3d_stage import bm3d_wiener
     clean = data.camera()[160:256, 160:288].astype(np.float64)
     rng = np.random.default_rng(3)

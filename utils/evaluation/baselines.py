@@ -9,6 +9,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from utils.core.noise import anscombe, inverse_anscombe
+
 
 def nlm(noisy: np.ndarray, channel_axis: Optional[int] = None,
         sigma: Optional[float] = None) -> np.ndarray:
@@ -41,25 +43,10 @@ def bm3d_rgb(noisy: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(bm3d_package.bm3d_rgb(noisy, sigma), np.float32)
 
 
-def anscombe(counts: np.ndarray, read: float = 0.0) -> np.ndarray:
-    """The generalised Anscombe transform of Poisson counts plus Gaussian read noise of std
-    `read` (both in photons): 2 sqrt(max(z + 3/8 + read^2, 0)), noise of std ~1."""
-    return 2.0 * np.sqrt(np.maximum(np.asarray(counts, np.float64) + 0.375 + read ** 2, 0.0))
-
-
-def inverse_anscombe(value: np.ndarray, read: float = 0.0) -> np.ndarray:
-    """The closed-form approximation of the exact unbiased inverse of `anscombe` (Makitalo and
-    Foi, IEEE TIP 2011 and 2013), in photons, at least 0."""
-    d = np.maximum(np.asarray(value, np.float64), 0.8)
-    counts = (d ** 2 / 4 + np.sqrt(1.5) / 4 / d - 11 / 8 / d ** 2 + 5 * np.sqrt(1.5) / 8 / d ** 3
-              - 1 / 8 - read ** 2)
-    return np.maximum(counts, 0.0)
-
-
 def on_anscombe(denoise: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray, peak: float,
                 read: float = 0.0) -> np.ndarray:
     """A Gaussian denoiser of noise std 1 applied to a Poisson-Gaussian image through the
-    generalised Anscombe transform with known parameters: noisy on 0..255 with the brightest
+    generalised Anscombe transform (`utils.core.noise.anscombe`) with known parameters: noisy on 0..255 with the brightest
     value `peak` photons and read noise `read` photons (std), as
     `bsd68_build.poisson_gaussian` makes it; the result on 0..255, float32."""
     scale = 255.0 / peak

@@ -10,16 +10,17 @@ Tampere University's licence, which allows informational, non-commercial use onl
 LICENSE file).
 
 Noise: the image's Poisson-Gaussian model v = a*y + b (`utils.core.noise`). Where photon noise
-dominates (`photon_dominated`) it is filtered on the generalised Anscombe transform of the counts
-x / a with read noise std sqrt(b) / a (noise std ~1) and mapped back by its unbiased inverse
-(`utils.evaluation.baselines`); elsewhere (Gaussian noise, a colour-difference channel centred
-on 0) as Gaussian noise at the model's root-mean-square std.
+dominates (`NoiseModel.photon_dominated`) it is filtered on the generalised Anscombe transform
+of the counts x / a with read noise std sqrt(b) / a (noise std ~1) and mapped back by its
+unbiased inverse (`NoiseModel.stabilise`, `unstabilise`); elsewhere (Gaussian noise, a
+colour-difference channel centred on 0) as Gaussian noise at the model's root-mean-square std.
 """
 from typing import Optional, Sequence
 
 import numpy as np
 
 from utils.core.noise import NoiseModel
+
 
 def bm3d_package():
     """The `bm3d` module, or an OSError saying how to install it (and its licence)."""
@@ -31,32 +32,20 @@ def bm3d_package():
 def bm3d_wiener(noisy: np.ndarray, pilot: np.ndarray, noise: NoiseModel) -> np.ndarray:
     """BM3D's Wiener stage of one channel (H, W) of `noisy` with `pilot` (H, W) as its pilot,
     under the channel's noise model; the image's units in and out, float32."""
-    from utils.evaluation.baselines import anscombe, inverse_anscombe
     package = bm3d_package()
     x, f = np.asarray(noisy, np.float64), np.asarray(pilot, np.float64)
     if x.ndim != 2 or x.shape != f.shape:
         raise ValueError(f"--refine bm3d takes 2D images of one channel, got {x.shape} and "
                          f"{f.shape}")
-    a, b = float(noise.a[0]), float(noise.b[0])
-    if not photon_dominated(noise, f):  # Gaussian at the model's rms std
+    if not noise.photon_dominated(f):  # Gaussian at the model's rms std
         std = max(float(np.sqrt(np.mean(noise.variance(f)))), 1e-6)
         return np.asarray(package.bm3d(x, sigma_psd=std, stage_arg=f), np.float32)
-    read = np.sqrt(b) / a
-    z, p = anscombe(x / a, read), anscombe(np.clip(f, 0, None) / a, read)
+    z, p = noise.stabilise(x), noise.stabilise(np.clip(f, 0, None))
     # centred: where read noise dominates, z ~ 2 * read is large and BM3D's float32 would
     # lose its noise (std 1) to round-off
     centre = float(np.mean(z))
     z = package.bm3d(z - centre, sigma_psd=1.0, stage_arg=p - centre) + centre
-    return (inverse_anscombe(z, read) * a).astype(np.float32)
-
-
-def photon_dominated(noise: NoiseModel, signal: np.ndarray) -> bool:
-    """Whether the transform applies: photon noise (a * y) above the read noise (b) on average
-    over `signal` (one channel), and the signal not below 0 by more than two noise stds (the
-    transform counts photons from 0; a colour-difference channel centred on 0 is not counts)."""
-    photons, a, b = noise.photons(signal), float(noise.a[0]), float(noise.b[0])
-    return np.isfinite(photons) and \
-        float(np.percentile(signal, 1)) > -2 * np.sqrt(a * a * photons + b)
+    return noise.unstabilise(z).astype(np.float32)
 
 
 def bm3d_stage(noisy: np.ndarray, pilot: np.ndarray, noises: Sequence[NoiseModel],

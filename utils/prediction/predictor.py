@@ -113,7 +113,8 @@ class Predictor:
             return resizer.after(self.run(padded[None])[0], exclude=-1)
         out = self._ensemble(denoise, (x - mean) / std, options.tta) * std + mean
         return self._finish(x, out, added, options, mean, std, reports,
-                            plain=not options.tta and own_padding)
+                            plain=not options.tta and own_padding,
+                            again=self._again(denoise, options.tta, im_mean, im_std))
 
     def batch_predict(self, images: np.ndarray, im_mean=None, im_std=None,
                       resizer: Optional[PadAndCropResizer] = None,
@@ -139,33 +140,65 @@ class Predictor:
         tiled = lambda z: self._tiles(z, options.tile_size, options.margin, resizer,
                                       options.batch_size)
         out = self._ensemble(tiled, (x - mean) / std, options.tta) * std + mean
-        return self._finish(x, out, added, options, mean, std, reports)
+        return self._finish(x, out, added, options, mean, std, reports,
+                            again=self._again(tiled, options.tta, im_mean, im_std))
+
+    def _again(self, denoise, tta: bool, im_mean, im_std) -> Optional[Callable]:
+        """How `refine` denoises another image (spatial..., C) as this one was (`denoise` on
+        the normalised image, through TTA when `tta`), normalised by its own mean and std;
+        None when the caller normalised by its own im_mean / im_std (a colour channel)."""
+        if im_mean is not None or im_std is not None:
+            return None
+
+        def again(z: np.ndarray) -> np.ndarray:
+            mean, std = self.normalisers(z, None, None)
+            return self._ensemble(denoise, (z - mean) / std, tta) * std + mean
+        return again
 
     def _finish(self, x: np.ndarray, out: np.ndarray, added: bool, options: PredictOptions,
-                mean, std, reports: Optional[List], plain: bool = False) -> np.ndarray:
+                mean, std, reports: Optional[List], plain: bool = False,
+                again: Optional[Callable] = None) -> np.ndarray:
         """out (spatial..., C), refined against the input x when options.refine asks (and
         options.bm3d; the reports extend `reports`), in the input's shape; plain: out is the
-        network's output of the whole image (no TTA, no tiles)."""
+        network's output of the whole image (no TTA, no tiles); again: `refine`'s."""
         if options.refine:
-            out, found = self.refine(x, out, mean, std, plain, options.bm3d)
+            out, found = self.refine(x, out, mean, std, plain, options.bm3d, again)
             if reports is not None:
                 reports.extend(found)
         return (out[..., 0] if added else out).astype(np.float32)
 
     def refine(self, image: np.ndarray, denoised: np.ndarray, im_mean=None, im_std=None,
-               plain: bool = False, bm3d: bool = False):
+               plain: bool = False, bm3d: bool = False, again: Optional[Callable] = None):
         """(refined float32, [Refinement per channel]) of this network's output `denoised`
         of `image` (`utils.prediction.refine`, with the network's divergence measured on
         `image` normalised as it was: by im_mean / im_std, else its own). plain: `denoised`
         is `predict`'s output without TTA (not tiled), which the divergence probe then
         reuses (one network pass instead of two); bm3d: then BM3D's Wiener stage with the
-        refined output as pilot (`utils.prediction.bm3d_stage`)."""
+        refined output as pilot (`utils.prediction.bm3d_stage`). A 2D image of one channel
+        is denoised again by `again` (z (H, W, 1) -> denoised z, the network's own
+        normalisation; by default `predict` without TTA, none when im_mean or im_std is
+        given): at coarser scales where it is very noisy, on the Anscombe transform where
+        under a photon a pixel (`utils.prediction.coarse`)."""
+        from utils.core.noise import estimate_noise_model
+        from utils.prediction import coarse
         from utils.prediction.refine import refine_with_report
         x, added = self.channels_last(image)
         f, _ = self.channels_last(denoised)
-        mean, std = self.normalisers(x, im_mean, im_std)
-        d = self.divergence((x - mean) / std, output=(f - mean) / std if plain else None)
-        out, reports = refine_with_report(x, f, divergence=d, channel_axis=-1)
+        noise = estimate_noise_model(x, f, channel_axis=-1)
+        if again is None and im_mean is None and im_std is None:
+            again = self.predict
+        plane = again is not None and x.shape[-1] == 1 and x.ndim == 3  # one 2D channel
+        net = lambda z: np.asarray(again(z[..., None]), np.float64)[..., 0]
+        if plane and coarse.on_counts(noise, f[..., 0]):
+            out, report = coarse.counts_output(x[..., 0], noise, net)
+            out, reports = out[..., None], [report]
+        else:
+            mean, std = self.normalisers(x, im_mean, im_std)
+            d = self.divergence((x - mean) / std, output=(f - mean) / std if plain else None)
+            out, reports = refine_with_report(x, f, noise, divergence=d, channel_axis=-1)
+        if plane:
+            out, report = coarse.choose(x[..., 0], out[..., 0], reports[0], net)
+            out, reports = out[..., None], [report]
         if bm3d:
             from utils.prediction.bm3d_stage import bm3d_stage
             out = bm3d_stage(x, out, [r.noise for r in reports], channel_axis=-1)

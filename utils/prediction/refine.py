@@ -21,16 +21,27 @@ the network alone (g = 0), by Stein's unbiased risk estimate under the noise mod
 whose divergence term needs the network's own mean dF_i/dx_i (`Predictor.divergence`
 measures it by one Monte-Carlo probe). The noise model is uncertain (texture read as noise
 at low noise levels): the candidate chosen has the smallest worst-case regret against the
-better of input and network at both ends of the model's uncertainty, v * (1 - max(delta,
-LOWER)) and v * (1 + delta), delta the model's own spread (at least MIN_DELTA); the lower end
-reaches further because texture only ever inflates the estimate (LOWER chosen on the BSD68
-validation images and scikit-image photographs at sigma 5-25 and Poisson peaks 30 and 100:
-0.4 left none of them below its input and raised the mean at sigma 5 by 0.5 dB).
+better of input and network at both ends of the model's uncertainty, v * lower and v * (1 +
+delta), delta the model's own spread (at least MIN_DELTA). The lower end reaches further
+because texture only ever inflates the estimate: to 1 - max(delta, LOWER), and further where
+a second estimate that texture does not inflate, the kurtosis of natural images
+(`utils.core.noise.kurtosis_scale`, k), says the noise is smaller: to KURTOSIS_MARGIN * k,
+but not below LOWEST; k is consulted only where the noise std is below KURTOSIS_BELOW times
+the image's std (with more noise the signal's kurtosis is buried and k errs: at 1-3 photons a
+pixel with read noise it cost 3-4 dB). LOWER was chosen on the BSD68 validation images and
+scikit-image photographs at sigma 5-25 and Poisson peaks 30 and 100 (0.4 raised the mean at
+sigma 5 by 0.5 dB); the rest on those and 50 BSD68 training images at sigma 5, 10 and 25 and
+Poisson-Gaussian noise, where without them 3 of 64 came back below their input at sigma 5 (by
+up to 1.4 dB): KURTOSIS_MARGIN covers k's usual over-estimate (its 90th percentile, std +12 %
+to +22 %), LOWEST the high-pass estimate's largest (std x 2), KURTOSIS_BELOW the noise levels
+where texture inflates that estimate (sigma 5-15: 0.2-0.4 of the image's std); the
+gentlest strengths (0.25, 0.35) are what the wider lower end chooses.
 At low photon counts (under LOW_COUNTS photons per pixel on average) the Gaussian risk
-estimate does not hold and the network's output is returned as it is; neither does it where
-the data were clipped (an 8-bit photo's noise cut off at 0 and 255: `NoiseModel.low/high`),
-so the risk is estimated on the pixels further than CLIP_MARGIN noise stds from a clipped end
-(the network's output is kept when fewer than MIN_SCORED of them are).
+estimate does not hold and the network's output is returned as it is (under half a photon
+a pixel `Predictor.refine` runs the network again: `utils.prediction.coarse`); neither does
+it where the data were clipped (an 8-bit photo's noise cut off at 0 and 255:
+`NoiseModel.low/high`), so the risk is estimated on the pixels further than CLIP_MARGIN noise
+stds from a clipped end (the network's output is kept when fewer than MIN_SCORED of them are).
 
 Arrays: (spatial...) or (spatial..., C) with `channel_axis=-1`; any value range (the noise is
 in the image's units); float32 out.
@@ -40,12 +51,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.core.noise import NoiseModel, estimate_noise_model
+from utils.core.noise import NoiseModel, estimate_noise_model, kurtosis_scale
 
 WINDOWS = (5, 9, 13, 21)  # the window sides the risk estimate chooses from
-STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # and the strengths t
+STRENGTHS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # and the strengths t
 MIN_DELTA = 0.03  # the noise variance is never taken as known better than +-3 %
 LOWER = 0.4  # its lower end at most 1 - LOWER: texture only ever inflates the estimate
+KURTOSIS_MARGIN = 0.8  # and at most this times the kurtosis estimate's scale
+LOWEST = 0.25  # but not below this
+KURTOSIS_BELOW = 0.4  # consulted only where the noise std is below this times the image's
 LOW_COUNTS = 8.0  # mean photons per pixel below which the network's output is kept
 MIN_SCORED = 0.05  # the share of unclipped pixels below which the network's output is kept
 
@@ -55,11 +69,14 @@ class Refinement:
     """What the refinement of one channel did. choice: 'input', 'network' or 'window W,
     strength T'; gain_db: the estimated PSNR gain of the output over the noisy input (None
     where no risk estimate was made), gain_range_db: its range over the noise model's
-    uncertainty; noise: the estimated model of this channel (a NoiseModel of one channel)."""
+    uncertainty; noise: the estimated model of this channel (a NoiseModel of one channel);
+    risk: the output's mean squared error per pixel by Stein's unbiased risk estimate under
+    the model (None where none was made), what `utils.prediction.coarse` compares with."""
     choice: str
     noise: NoiseModel
     gain_db: Optional[float]
     gain_range_db: Optional[Tuple[float, float]]
+    risk: Optional[float] = None
 
     def describe(self) -> str:
         """One line for a user: the noise model, the choice and the estimated gain."""
@@ -80,11 +97,11 @@ def describe(reports: Sequence[Refinement]) -> str:
 def summarise(reports: Sequence[Refinement], what: str = 'frames') -> str:
     """One line for the refinements of many frames of a stack: how often each answer was
     chosen and the median estimated gain."""
-    kinds = ['input' if r.choice == 'input' else 'network' if r.choice == 'network' else 'gate'
-             for r in reports]
+    kinds = ['input' if r.choice == 'input' else 'network' if r.choice.startswith('network')
+             else 'coarse' if r.choice.startswith('the network at') else 'gate' for r in reports]
     counts = ', '.join(f"{kinds.count(k)} {label}" for k, label in (
-        ('gate', 'refined'), ('network', "the network's output"), ('input', 'the input'))
-        if kinds.count(k))
+        ('gate', 'refined'), ('network', "the network's output"),
+        ('coarse', 'the network at a coarser scale'), ('input', 'the input')) if kinds.count(k))
     gains = [r.gain_db for r in reports if r.gain_db is not None]
     text = f"refinement of {len(reports)} {what}: {counts}"
     if gains:
@@ -156,7 +173,12 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
     if scored.sum() < MIN_SCORED * scored.size:
         return f, Refinement('network (the data are clipped nearly everywhere)', noise, None, None)
     delta = max(MIN_DELTA, float(noise.spread[0]))
-    ends = (1 - max(delta, LOWER), 1 + delta)  # the noise variance lies in v * [ends]
+    lower, upper = 1 - max(delta, LOWER), 1 + delta
+    if np.sqrt(v.mean()) < KURTOSIS_BELOW * np.std(x):  # else the signal's kurtosis is buried
+        scale = kurtosis_scale(x, noise)
+        if np.isfinite(scale):
+            lower = max(min(lower, KURTOSIS_MARGIN * scale), LOWEST)
+    ends = (lower, upper)  # the noise variance lies in v * [ends]
     candidates = risk_terms(x, f, v, divergence, scored, windows, strengths)
     total_v = candidates[0][2]
     risk = lambda cand, k: cand[1] + k * cand[2]
@@ -167,10 +189,12 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
     else:
         y = wiener(x, f, v, *best[3])
     risks = [risk(best, k) for k in (1.0,) + ends]
+    per_pixel = risks[0] / max(int(scored.sum()), 1)  # what `coarse.choose` compares with
     if min(risks) <= 0:  # the estimate cannot tell: the noise model is too uncertain here
-        return y, Refinement(best[0], noise, None, None)
+        return y, Refinement(best[0], noise, None, None, per_pixel)
     gains = [10 * np.log10(k * total_v / r) for k, r in zip((1.0,) + ends, risks)]
-    return y, Refinement(best[0], noise, float(gains[0]), (float(min(gains)), float(max(gains))))
+    return y, Refinement(best[0], noise, float(gains[0]), (float(min(gains)), float(max(gains))),
+                         per_pixel)
 
 
 Candidate = Tuple[str, float, float, Optional[Tuple[int, float]]]
