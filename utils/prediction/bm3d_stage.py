@@ -25,8 +25,8 @@ from utils.core.noise import NoiseModel
 def bm3d_package():
     """The `bm3d` module, or an OSError saying how to install it (and its licence)."""
     from utils.core.environment import import_extra
-    return import_extra('bm3d', f"--refine bm3d (the bm3d package's licence allows "
-                                f"non-commercial use only)")
+    return import_extra('bm3d', "--refine bm3d (the bm3d package's licence allows "
+                                "non-commercial use only)")
 
 
 def bm3d_wiener(noisy: np.ndarray, pilot: np.ndarray, noise: NoiseModel) -> np.ndarray:

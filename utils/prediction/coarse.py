@@ -53,7 +53,7 @@ def counts_output(x: np.ndarray, noise: NoiseModel, denoise: Callable[[np.ndarra
     """The output where `on_counts`: `coarse` of COUNTS_FACTOR, and what it did."""
     choice = (f"the network at 1/{COUNTS_FACTOR} resolution on the Anscombe transform (under "
               f"{STABILISE_BELOW:g} photons a pixel)")
-    y = coarse(x, COUNTS_FACTOR, noise, denoise)
+    y = coarse(x, COUNTS_FACTOR, noise, denoise, stabilise=True)
     return y.astype(np.float32), Refinement(choice, noise, None, None)
 
 
@@ -72,12 +72,12 @@ def upsample(y: np.ndarray, k: int, shape: Tuple[int, int]) -> np.ndarray:
 
 
 def coarse(x: np.ndarray, k: int, noise: NoiseModel,
-           denoise: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+           denoise: Callable[[np.ndarray], np.ndarray], stabilise: bool) -> np.ndarray:
     """The network's estimate of x (H, W) at 1/k resolution, interpolated back to (H, W):
     `denoise` (an image -> its denoised version, the network's own normalisation) of the
-    k x k sums, on their Anscombe transform where photon noise dominates."""
+    k x k sums, on their Anscombe transform when `stabilise` (photon noise dominating)."""
     sums = bin_sums(x, k)
-    if noise.photon_dominated(x):
+    if stabilise:
         summed = NoiseModel(noise.a, noise.b * k * k, noise.spread)
         means = summed.unstabilise(denoise(summed.stabilise(sums))) / (k * k)
     else:
@@ -86,16 +86,17 @@ def coarse(x: np.ndarray, k: int, noise: NoiseModel,
 
 
 def candidate(choice: str, x: np.ndarray, k: int, noise: NoiseModel,
-              denoise: Callable[[np.ndarray], np.ndarray], seed: int = 0
+              denoise: Callable[[np.ndarray], np.ndarray], stabilise: bool, seed: int = 0
               ) -> Tuple[np.ndarray, Refinement]:
     """(`coarse` output, its Refinement with the risk estimate per pixel): the divergence by
     one probe b (+-1) of step 1 % of the noise std through the whole chain,
     b . (y(x + e b) - y(x)) / e."""
-    y = coarse(x, k, noise, denoise)
+    y = coarse(x, k, noise, denoise, stabilise)
     v = float(np.mean(noise.variance(y)))
     probe = np.random.default_rng(seed).choice([-1.0, 1.0], x.shape)
     step = 0.01 * np.sqrt(v)
-    div = float(np.mean(probe * (coarse(x + step * probe, k, noise, denoise) - y)) / step)
+    moved = coarse(x + step * probe, k, noise, denoise, stabilise)
+    div = float(np.mean(probe * (moved - y)) / step)
     # no gain is reported: at this noise the risk is a small difference of large numbers, off
     # by several dB for a 1 % error in v, though the comparison with the refined output,
     # where the same v cancels, holds
@@ -112,12 +113,13 @@ def choose(x: np.ndarray, refined: np.ndarray, report: Refinement,
     if report.risk is None or not worth_trying(x, refined, noise):
         return refined, report
     best = (refined, report)
+    stabilise = noise.photon_dominated(x)  # once (a percentile over the image), as measured
     for k in FACTORS:
         if min(x.shape) < 8 * k:
             break
         y, found = candidate(f"the network at 1/{k} resolution ({k} x {k} sums)", x, k,
-                             noise, denoise)
-        if found.risk is not None and found.risk < best[1].risk:
+                             noise, denoise, stabilise)
+        if found.risk < best[1].risk:
             best = (y, found)
     return best
 
