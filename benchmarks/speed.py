@@ -4,6 +4,7 @@
     python -m benchmarks.speed --quick           # width 16 and 8, for a smoke test
     python -m benchmarks.speed --mixed-shapes    # only the mixed-shape prediction pass
     python -m benchmarks.speed --mixed-shapes --no-tta   # plain and refined only (2 x 1 min)
+    python -m benchmarks.speed --against ../old --rounds 3   # this code against another checkout
     python -m benchmarks.speed --train 32x16 64x16 --precision mixed_bfloat16   # only these steps
 
 Rows: float32 (the default), mixed_bfloat16, and float32 with XLA (jit_compile) at the smaller
@@ -12,6 +13,12 @@ GFLOP/s use the work per 64x64 training image measured for the original network 
 anchors: 54.4 GFLOP at width 96, 6.05 at width 32), scaled by width^2 for other widths; the
 practical peak is a 4096x4096 float32 matrix product, in numpy and in TensorFlow, measured in
 the same run. Median, min and max over --steps timed steps after --warmup ones.
+
+--against CHECKOUT: the mixed-shape pass without TTA (TensorFlow's default oneDNN setting), in
+fresh processes alternately with this code and with the code of another checkout (e.g. `git
+worktree add ../old 027d8b9`; run by this file, with the same model and data), --rounds times:
+each round's seconds per image and the ratio of the medians over the rounds (the VM's speed
+drifts by several % between minutes, so single runs of either mislead).
 
 Mixed shapes: `predict` on the 68 BSD68 test images in their order (481x321 and 321x481 mixed,
 as test.py scores them; random images of those shapes when BSD68 is not built), plain, refined
@@ -181,17 +188,60 @@ def bench_mixed_shapes(model_dir: str, name: str, data_dir: str,
 def mixed_shapes_children(model_dir: str, name: str, data_dir: str,
                           tta: bool = True) -> List[Dict]:
     """`bench_mixed_shapes` with oneDNN off and on, each in a fresh process."""
-    out = []
-    for onednn in ('0', '1'):
-        child = subprocess.run(
-            [sys.executable, '-m', 'benchmarks.speed', '--mixed-child', '--model-dir', model_dir,
-             '--name', name, '--data-dir', data_dir] + ([] if tta else ['--no-tta']),
-            capture_output=True, text=True,
-            env={**os.environ, 'TF_ENABLE_ONEDNN_OPTS': onednn})
-        if child.returncode != 0:
-            raise RuntimeError(f"mixed-shape child failed: {child.stderr.strip()[-500:]}")
-        out.append(json.loads(child.stdout.strip().splitlines()[-1]))
-    return out
+    return [mixed_child(model_dir, name, data_dir, tta, onednn=onednn) for onednn in ('0', '1')]
+
+
+def mixed_child(model_dir: str, name: str, data_dir: str, tta: bool,
+                checkout: Optional[str] = None, onednn: Optional[str] = None) -> Dict:
+    """`bench_mixed_shapes` in a fresh process, run by this file: with this checkout's code, or
+    with that of `checkout` (first on the path; it needs the modules this file imports:
+    n2s_app.cli, network_configure, utils.core, utils.data); oneDNN as `onednn` ('0', '1',
+    TensorFlow's default when None)."""
+    env = {**os.environ}
+    if onednn is not None:
+        env['TF_ENABLE_ONEDNN_OPTS'] = onednn
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout
+    where = os.path.abspath(checkout or here)
+    env['PYTHONPATH'] = os.pathsep.join([where] + ([env['PYTHONPATH']]
+                                                   if env.get('PYTHONPATH') else []))
+    child = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), '--mixed-child',
+         '--model-dir', os.path.abspath(model_dir), '--name', name,
+         '--data-dir', os.path.abspath(data_dir)] + ([] if tta else ['--no-tta']),
+        capture_output=True, text=True, env=env, cwd=where)
+    if child.returncode != 0:
+        raise RuntimeError(f"mixed-shape child failed: {child.stderr.strip()[-500:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def against(model_dir: str, name: str, data_dir: str, checkout: str, rounds: int) -> str:
+    """The table of `--against`: per round, plain and refined seconds per image (mean and
+    median) of this code and of `checkout`'s, alternately; then the medians over the rounds
+    and the ratio of this code's refined time to the checkout's."""
+    if not os.path.isdir(checkout):
+        raise SystemExit(f"error: --against {checkout}: no such folder; make one with "
+                         f"'git worktree add {checkout} <commit>'")
+    runs = {'this code': [], checkout: []}
+    lines = ['| round | code | plain s/image mean (median) | refined s/image mean (median) |',
+             '|---|---|---|---|']
+    for n in range(rounds):
+        for label, where in (('this code', None), (checkout, checkout)):
+            r = mixed_child(model_dir, name, data_dir, False, where)
+            runs[label].append([r[m][k] for m in ('plain', 'refined')
+                                for k in ('mean_s', 'median_s')])
+            p_mean, p_median, r_mean, r_median = runs[label][-1]
+            lines.append(f"| {n + 1} | {label} | {p_mean:.3f} ({p_median:.3f}) | "
+                         f"{r_mean:.3f} ({r_median:.3f}) |")
+            print(lines[-1], file=sys.stderr, flush=True)  # progress
+    middle = {label: [statistics.median(v[i] for v in values) for i in range(4)]
+              for label, values in runs.items()}
+    for label, (p_mean, p_median, r_mean, r_median) in middle.items():
+        lines.append(f"| median of {rounds} | {label} | {p_mean:.3f} ({p_median:.3f}) | "
+                     f"{r_mean:.3f} ({r_median:.3f}) |")
+    mine, theirs = middle['this code'], middle[checkout]
+    lines.append(f"\nrefined, this code / {checkout}: {mine[2] / theirs[2]:.2f}x (means), "
+                 f"{mine[3] / theirs[3]:.2f}x (medians); {environment.machine_label()}")
+    return '\n'.join(lines)
 
 
 def mixed_table(rows: List[Dict]) -> str:
@@ -256,8 +306,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help='arithmetic of the --train rows')
     p.add_argument('--no-tta', dest='tta', action='store_false',
                    help='mixed shapes: leave out the --tta rows (8 predictions an image)')
+    p.add_argument('--against', metavar='CHECKOUT',
+                   help='the mixed-shape pass without TTA, alternately with this code and with '
+                        'the code of another checkout (a folder)')
+    p.add_argument('--rounds', type=cli.positive_int, default=3,
+                   help='--against: how many times each (the medians are compared)')
     p.add_argument('--mixed-child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.against:
+        print(against(args.model_dir, args.name, args.data_dir, args.against, args.rounds))
+        return
     if args.mixed_child:  # one setting, in this process; JSON on the last line
         cli.start_tensorflow(training=False)
         print(json.dumps(bench_mixed_shapes(args.model_dir, args.name, args.data_dir,

@@ -15,6 +15,7 @@ from n2s_app.cli import DEFAULT_MODEL
 from utils.evaluation.metrics import PSNR
 from utils.core.noise import NoiseModel, clipping, estimate_noise_model
 from utils.data import bsd68_build
+from utils.prediction import gate as gate_module
 from utils.prediction import refine as refine_module
 from utils.prediction.refine import refine, refine_with_report, wiener
 
@@ -243,7 +244,7 @@ def test_each_candidates_risk_is_steins_estimate_with_the_divergence_by_finite_d
     scored = np.ones(x.shape, bool)
     scored[:, :9] = False
     windows, strengths = (3, 7), (0.5, 1.0, 2.0)
-    terms = refine_module.risk_terms(x, denoise(x), v, alpha, scored, windows, strengths)
+    terms = gate_module.risk_terms(x, denoise(x), v, alpha, scored, windows, strengths)
     assert [t[0] for t in terms[:2]] == ['input', 'network']
     assert terms[0][2] == pytest.approx(v[scored].sum())
     for name, fit_, lin, gate_ in terms[2:]:
@@ -270,10 +271,10 @@ def test_a_pixels_weight_in_its_own_window_is_the_filters_at_edges_and_for_any_w
             one = np.zeros(diagonal.size)
             one[k] = 1
             diagonal.flat[k] = uniform_filter(one.reshape(shape), w, mode='reflect').flat[k]
-        np.testing.assert_allclose(refine_module._self_weight(shape, w), diagonal, atol=1e-15)
+        np.testing.assert_allclose(gate_module._self_weight(shape, w), diagonal, atol=1e-15)
     clean, noisy, smooth = scene((40, 44), sigma=5.0)
     v = np.full(noisy.shape, 25.0)
-    terms = lambda s: {f'{t[0]}: {i}': value for t in refine_module.risk_terms(
+    terms = lambda s: {f'{t[0]}: {i}': value for t in gate_module.risk_terms(
         noisy, smooth, v, 0.04, strengths=s) for i, value in enumerate(t[1:3])}
     plain = terms((0.5, 1.0, 3.0))
     assert terms(np.array([3.0, 0.5, 1.0], np.float32)) == pytest.approx(plain, rel=1e-9)
@@ -428,16 +429,22 @@ def model():
 
 
 def test_predict_with_refine_refines_the_network_output_whole_and_tiled(model):
+    """predict(refine=True) is `refine` of the network's output with the network's probe
+    (its divergence and its response, which the DCT Wiener candidates use), whole and
+    tiled."""
+    from utils.prediction.refine import Probe
     clean, noisy, _ = scene((64, 96), sigma=10.0)
     plain = model.predict(noisy)
-    d = model.predictor.divergence(((noisy - noisy.mean()) / noisy.std())[..., None]
-                                   .astype(np.float32))
+    probe = model.restored_predictor().probe(((noisy - noisy.mean()) / noisy.std())[..., None]
+                                             .astype(np.float32))
+    d = probe.divergence
     assert 0 < d < 0.5  # a Noise2Same network: nearly, not exactly, blind to the pixel itself
+    grey = Probe(probe.crop, probe.direction[..., 0], probe.response[..., 0])
     np.testing.assert_allclose(model.predict(noisy, refine=True),
-                               refine(noisy, plain, divergence=d), atol=1e-3)
+                               refine(noisy, plain, divergence=d, probe=grey), atol=1e-3)
     tiled = model.crop_predict(noisy, 48, 8)
     np.testing.assert_allclose(model.crop_predict(noisy, 48, 8, refine=True),
-                               refine(noisy, tiled, divergence=d), atol=1e-3)
+                               refine(noisy, tiled, divergence=d, probe=grey), atol=1e-3)
 
 
 def test_a_shipped_networks_divergence_probe_needs_one_pass(model):

@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
+from utils.prediction.refine import Probe
 from utils.prediction.tiling import PadAndCropResizer, get_coord, grid_tiles
 
 
@@ -67,7 +68,11 @@ def self_ensemble(denoise: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
 
 # ---------------------------------------------------------------- the predictor
 
-DIVERGENCE_SIDE, DIVERGENCE_MARGIN = 160, 24  # pixels: `Predictor.divergence`'s crop and margin
+# pixels: `Predictor.divergence`'s crop, its margin and the spacing of the probed pixels
+DIVERGENCE_SIDE, DIVERGENCE_MARGIN, DIVERGENCE_SPACING = 96, 24, 3
+# `refine`'s probe on very noisy images (on 25 BSD68 training images at peak 1 with read noise
+# 2 the probe above lost 0.87 dB to this one, the fourth session's)
+PRECISE_PROBE = {'side': 160, 'spacing': 1}
 
 
 class Predictor:
@@ -170,9 +175,10 @@ class Predictor:
     def refine(self, image: np.ndarray, denoised: np.ndarray, im_mean=None, im_std=None,
                plain: bool = False, bm3d: bool = False, again: Optional[Callable] = None):
         """(refined float32, [Refinement per channel]) of this network's output `denoised`
-        of `image` (`utils.prediction.refine`, with the network's divergence measured on
-        `image` normalised as it was: by im_mean / im_std, else its own). plain: `denoised`
-        is `predict`'s output without TTA (not tiled), which the divergence probe then
+        of `image` (`utils.prediction.refine`, with the network's response to a random
+        probe, `probe`, measured on `image` normalised as it was: by im_mean / im_std, else
+        its own; its divergence for the gate, the response for the DCT Wiener candidates).
+        plain: `denoised` is `predict`'s output without TTA (not tiled), which the probe then
         reuses (one network pass instead of two); bm3d: then BM3D's Wiener stage with the
         refined output as pilot (`utils.prediction.bm3d_stage`). A 2D image of one channel
         is denoised again by `again` (z (H, W, 1) -> denoised z, the network's own
@@ -194,8 +200,14 @@ class Predictor:
             out, reports = out[..., None], [report]
         else:
             mean, std = self.normalisers(x, im_mean, im_std)
-            d = self.divergence((x - mean) / std, output=(f - mean) / std if plain else None)
-            out, reports = refine_with_report(x, f, noise, divergence=d, channel_axis=-1)
+            # where the coarser scales compete, their comparison with the refined output's
+            # risk needs the network's divergence to ~0.001 (the noise variance is large):
+            # every pixel of a larger crop probed
+            precise = plane and coarse.worth_trying(x[..., 0], f[..., 0], noise.channel(0))
+            probe = self.probe((x - mean) / std, output=(f - mean) / std if plain else None,
+                               **(PRECISE_PROBE if precise else {}))
+            out, reports = refine_with_report(x, f, noise, divergence=probe.divergence,
+                                              channel_axis=-1, probe=probe)
         if plane:
             out, report = coarse.choose(x[..., 0], out[..., 0], reports[0], net)
             out, reports = out[..., None], [report]
@@ -206,28 +218,43 @@ class Predictor:
 
     def divergence(self, z: np.ndarray, side: int = DIVERGENCE_SIDE,
                    margin: int = DIVERGENCE_MARGIN, seed: int = 0,
-                   output: Optional[np.ndarray] = None) -> float:
-        """The network's mean dF_i/dz_i on the normalised image z (spatial..., C): one
-        Monte-Carlo probe (Hutchinson) b . (F(z + e b) - F(z)) / e, b random +-1, e 0.01,
-        on a crop of at most `side` pixels along each of the last two spatial axes (all of
-        the others), near the centre and on the network's downsampling grid of the whole
-        image, the probe kept `margin` pixels away from the crop's edges, where the network
-        sees less context than in the whole image (and so depends more on each pixel).
+                   output: Optional[np.ndarray] = None,
+                   spacing: int = DIVERGENCE_SPACING) -> float:
+        """The network's mean dF_i/dz_i on the normalised image z (spatial..., C), measured by
+        `probe` (its arguments)."""
+        return self.probe(z, side, margin, seed, output, spacing).divergence
+
+    def probe(self, z: np.ndarray, side: int = DIVERGENCE_SIDE, margin: int = DIVERGENCE_MARGIN,
+              seed: int = 0, output: Optional[np.ndarray] = None,
+              spacing: int = DIVERGENCE_SPACING) -> Probe:
+        """The network's response to one Monte-Carlo probe (Hutchinson) of the normalised image
+        z (spatial..., C): (F(z + e b) - F(z)) / e, b random +-1 on every `spacing`-th pixel
+        along each spatial axis (0 elsewhere), e 0.01, on a crop of at most `side` pixels
+        along each of the last two spatial axes (all of the others), near the centre and on
+        the network's downsampling grid of the whole image, the probe kept `margin` pixels
+        away from the crop's edges, where the network sees less context than in the whole
+        image (and so depends more on each pixel). Its `divergence`, b . response / |b|^2, is
+        the network's mean dF_i/dz_i; the spaced probe leaves out the neighbours' couplings
+        dF_i/dz_j, that estimate's noise: on 12 BSD68 images at sigma 25 (`blind32-N2S`) its
+        std over probes was 0.0022 with side 96 and spacing 3 (0.0013 with side 128) against
+        0.0027 with side 160 and every pixel probed (before), at 40 % of the time; a spacing
+        prime to 2 probes every phase of the network's downsampling grid alike. The response
+        is kept `margin` pixels from the crop's edges (0 nearer them).
         output: the network's own output F(z) of the whole image (`predict` without TTA or
         tiles), when known: F(z) on the crop is then taken from it and the network runs once,
         not twice (the same value wherever the network's receptive field ends within
         `margin`, 24 pixels for the shipped networks; else off by the context the crop
-        lacks, which the random probe averages out). Costs a sixth of a 481 x 321 prediction
-        with `output`, a third without. Deterministic (`seed`)."""
+        lacks, which the random probe averages out). Costs about a thirteenth of a 481 x 321
+        prediction with `output`, two thirteenths without (side 96). Deterministic (`seed`)."""
         spatial = z.shape[:-1]
         crop = tuple(self._grid_crop(n, side) if i >= len(spatial) - 2 else slice(None)
                      for i, n in enumerate(spatial))
         zc = z[crop]
         probe = np.random.default_rng(seed).choice([-1.0, 1.0], zc.shape).astype(np.float32)
-        inner = tuple(slice(margin, n - margin) if i >= len(spatial) - 2 and n > 4 * margin
+        inner = tuple(slice(margin, n - margin) if i >= len(spatial) - 2 and n > 3 * margin
                       else slice(None) for i, n in enumerate(zc.shape[:-1]))
         mask = np.zeros(zc.shape, np.float32)
-        mask[inner] = 1
+        mask[tuple(slice(a.start, a.stop, spacing) for a in inner)] = 1
         probe *= mask
         resizer = PadAndCropResizer()
         step = 0.01
@@ -236,14 +263,20 @@ class Predictor:
                                 exclude=[0, -1])
         out = resizer.after(self.run(padded, 2), exclude=[0, -1])
         plain = np.asarray(output, np.float32)[crop] if output is not None else out[0]
-        return float(np.sum(probe * (out[-1] - plain)) / step / mask.sum())
+        # the response inside the margin only, where it is exact: nearer the crop's edges the
+        # whole image's output differs from the crop's by the context the crop lacks
+        response = np.zeros(zc.shape, np.float32)
+        response[inner] = ((out[-1] - plain) / step)[inner]
+        return Probe(crop, probe, response)
 
     def _grid_crop(self, n: int, side: int) -> slice:
-        """A crop of at most `side` of an axis of n pixels, near its centre, on the grid of
-        the whole image's padding (`PadAndCropResizer` pads (-n % multiple) // 2 before the
-        first pixel) and a multiple of `multiple` long, so that the network downsamples it
-        as it does the whole image; the whole axis if n <= side."""
+        """A crop of `side` rounded up to a multiple of `multiple` (at most what an axis of n
+        pixels leaves room for), near its centre, on the grid of the whole image's padding
+        (`PadAndCropResizer` pads (-n % multiple) // 2 before the first pixel), so that the
+        network downsamples it as it does the whole image; the whole axis if n is no longer
+        than the rounded side."""
         m = self.multiple
+        side = -(-side // m) * m
         size = min(side, n - m + 1) // m * m  # leaves room for a start on the grid
         if n <= side or size <= 0:
             return slice(None)

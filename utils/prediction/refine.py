@@ -36,6 +36,25 @@ up to 1.4 dB): KURTOSIS_MARGIN covers k's usual over-estimate (its 90th percenti
 to +22 %), LOWEST the high-pass estimate's largest (std x 2), KURTOSIS_BELOW the noise levels
 where texture inflates that estimate (sigma 5-15: 0.2-0.4 of the image's std); the
 gentlest strengths (0.25, 0.35) are what the wider lower end chooses.
+Then, where the denoiser's response to a random probe is known (`Probe`; `Predictor.refine`
+measures it), two more candidates compete with the chosen one under the same rule: the DCT
+Wiener filter of x with the chosen output as its pilot (BM3D's second stage without its
+grouping, `utils.prediction.dct_wiener`) and the mean of the two. Their divergence is the
+filter's own, exact, plus how the pilot moves it, measured by the probe through the whole
+chain: one number, unbiased but noisy (one probe's estimate scatters by ~5 % of the squared
+error on a 40 x 44 image probed at every pixel, more with the network's sparser probe), so it
+is taken PROBE_SAFETY standard errors up. Like the gate's, these derivatives hold the noise
+variance v fixed where it follows the signal. They are not offered where the kurtosis estimate
+has lowered the lower end (the filter takes v at its word and would over-smooth texture read
+as noise), nor where the noise std is above DCT_BELOW times the image's (there the risk is a
+small difference of large numbers that the probe's noise swamps, and the network at a
+coarser scale competes). On 50 BSD68 training images and 14 validation images (the 4 BSD68
+validation images, 10 scikit-image photographs; `blind32-N2S`, the network's own probe) over
+the gate alone: +0.20 / +0.30 dB (training / validation images) at sigma 5, +0.10 / +0.13 at
+sigma 25, +0.02 / +0.01 at sigma 50, +0.17 / +0.22 at Poisson peak 100, unchanged at peak 3
+with read noise 2 (not offered); 2 of those 320 images lower by more than 0.05 dB (-0.06,
+-0.15), none below its input. Stride, windows and both rules were chosen there.
+Without a probe (`refine` called with a divergence alone) the gate's choice stands.
 At low photon counts (under LOW_COUNTS photons per pixel on average) the Gaussian risk
 estimate does not hold and the network's output is returned as it is (under half a photon
 a pixel `Predictor.refine` runs the network again: `utils.prediction.coarse`); neither does
@@ -47,28 +66,36 @@ Arrays: (spatial...) or (spatial..., C) with `channel_axis=-1`; any value range 
 in the image's units); float32 out.
 """
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from utils.core.noise import NoiseModel, estimate_noise_model, kurtosis_scale
+from utils.prediction.dct_wiener import PATCH, dct_wiener
+from utils.prediction.gate import (STRENGTHS, WINDOWS, Candidate, risk_terms, wiener,
+                                   wiener_derivative)
 
-WINDOWS = (5, 9, 13, 21)  # the window sides the risk estimate chooses from
-STRENGTHS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # and the strengths t
 MIN_DELTA = 0.03  # the noise variance is never taken as known better than +-3 %
 LOWER = 0.4  # its lower end at most 1 - LOWER: texture only ever inflates the estimate
 KURTOSIS_MARGIN = 0.8  # and at most this times the kurtosis estimate's scale
 LOWEST = 0.25  # but not below this
 KURTOSIS_BELOW = 0.4  # consulted only where the noise std is below this times the image's
 LOW_COUNTS = 8.0  # mean photons per pixel below which the network's output is kept
+PROBE_STEP = 0.01  # their probe's step, in noise stds
+PROBE_SAFETY = 2.0  # standard errors added to the probe's estimate of their divergence
+DCT_BELOW = 0.8  # offered where the noise std is below this times the image's
 MIN_SCORED = 0.05  # the share of unclipped pixels below which the network's output is kept
+
 
 
 @dataclass(frozen=True)
 class Refinement:
-    """What the refinement of one channel did. choice: 'input', 'network' or 'window W,
-    strength T'; gain_db: the estimated PSNR gain of the output over the noisy input (None
-    where no risk estimate was made), gain_range_db: its range over the noise model's
+    """What the refinement of one channel did. choice: 'input', 'network', 'window W,
+    strength T', 'the DCT Wiener filter with pilot ...', 'the mean of ... and its DCT Wiener
+    filter' or (`utils.prediction.coarse`) 'the network at 1/k resolution ...'; gain_db: the
+    estimated PSNR gain of the output over the noisy input (None where no risk estimate was
+    made), gain_range_db: its range over the noise model's
     uncertainty; noise: the estimated model of this channel (a NoiseModel of one channel);
     risk: the output's mean squared error per pixel by Stein's unbiased risk estimate under
     the model (None where none was made), what `utils.prediction.coarse` compares with."""
@@ -85,6 +112,29 @@ class Refinement:
             lo, hi = self.gain_range_db
             text += f"; estimated gain {self.gain_db:+.1f} dB over the input ({lo:+.1f} to {hi:+.1f})"
         return text
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """A denoiser's response to one random probe of its input (`Predictor.probe`): the
+    `direction` b (+-1 on some pixels, 0 elsewhere) and the `response` (F(x + e b) - F(x)) / e
+    for a small step e (the same in any units F and x share), on the `crop` of the image's
+    spatial axes; arrays (crop spatial..., C) with the channels where the image has them.
+    Through it the refinement measures how its DCT Wiener candidates move with x where
+    their pilot moves with the denoiser."""
+    crop: Tuple[slice, ...]
+    direction: np.ndarray
+    response: np.ndarray
+
+    @property
+    def divergence(self) -> float:
+        """The denoiser's mean dF_i/dx_i by Hutchinson's estimate b . response / |b|^2."""
+        b = self.direction
+        return float(np.sum(b * self.response) / np.sum(b * b))
+
+    def channel(self, c: int) -> 'Probe':
+        """The probe of channel c (channels on the last axis)."""
+        return Probe(self.crop, self.direction[..., c], self.response[..., c])
 
 
 def describe(reports: Sequence[Refinement]) -> str:
@@ -110,59 +160,57 @@ def summarise(reports: Sequence[Refinement], what: str = 'frames') -> str:
     return text
 
 
-def wiener(noisy: np.ndarray, denoised: np.ndarray, variance, window: int,
-           strength: float = 1.0) -> np.ndarray:
-    """The gate y = f + clip(1 - t * mean_w(v) / mean_w(r^2), 0, 1) * r of one channel, float64.
-    noisy, denoised: (spatial...); variance: the noise variance, a scalar or per pixel;
-    window: the side w (odd, >= 1); strength: t."""
-    from scipy.ndimage import uniform_filter
-    if window < 1:
-        raise ValueError(f"the refinement window must be at least 1 pixel, got {window}")
-    x, f = np.asarray(noisy, np.float64), np.asarray(denoised, np.float64)
-    r = x - f
-    v = np.broadcast_to(np.asarray(variance, np.float64), x.shape)
-    energy = np.maximum(uniform_filter(r * r, window, mode='reflect'), 1e-300)
-    return f + np.clip(1 - strength * uniform_filter(v, window, mode='reflect') / energy, 0, 1) * r
-
-
 def refine(noisy: np.ndarray, denoised: np.ndarray, noise: Optional[NoiseModel] = None,
-           divergence: float = 0.0, channel_axis: Optional[int] = None) -> np.ndarray:
+           divergence: float = 0.0, channel_axis: Optional[int] = None,
+           probe: Optional[Probe] = None) -> np.ndarray:
     """The refined output (the module docstring); `refine_with_report` says what it did."""
-    return refine_with_report(noisy, denoised, noise, divergence, channel_axis)[0]
+    return refine_with_report(noisy, denoised, noise, divergence, channel_axis, probe)[0]
 
 
 def refine_with_report(noisy: np.ndarray, denoised: np.ndarray,
                        noise: Optional[NoiseModel] = None, divergence: float = 0.0,
-                       channel_axis: Optional[int] = None
+                       channel_axis: Optional[int] = None, probe: Optional[Probe] = None
                        ) -> Tuple[np.ndarray, List[Refinement]]:
     """(refined float32 of the input's shape, one Refinement per channel).
 
     noisy, denoised: the same shape, (spatial...) or with channels on channel_axis; noise: the
     noise model, estimated from `noisy` (signal levels from `denoised`) when None;
     divergence: the denoiser's mean dF_i/dx_i (0 for a blind-spot network; N2S networks
-    ~0.04, `Predictor.divergence`)."""
+    ~0.04, `Predictor.divergence`); probe: the denoiser's response to a probe
+    (`Predictor.probe`, its arrays with the channels where `noisy` has them), without which
+    the DCT Wiener candidates are not offered."""
     x = np.asarray(noisy, np.float64)
     f = np.asarray(denoised, np.float64)
     if x.shape != f.shape:
         raise ValueError(f"noisy {x.shape} and denoised {f.shape} differ in shape")
-    if channel_axis is not None:
-        x, f = np.moveaxis(x, channel_axis, -1), np.moveaxis(f, channel_axis, -1)
-    else:
-        x, f = x[..., None], f[..., None]
-    if noise is None:
-        noise = estimate_noise_model(x, f, channel_axis=-1)
+    last = (lambda a: np.moveaxis(a, channel_axis, -1)) if channel_axis is not None else \
+        (lambda a: a[..., None])
+    x, f = last(x), last(f)
+    if probe is not None:
+        probe = Probe(probe.crop, last(probe.direction), last(probe.response))
+        want = x[probe.crop].shape if len(probe.crop) == x.ndim - 1 else None
+        if want is None or probe.direction.shape != want or probe.response.shape != want:
+            raise ValueError(f"the probe's crop {probe.crop} and arrays "
+                             f"{probe.direction.shape} do not fit the image {noisy.shape}: "
+                             f"give them in the image's layout (channel_axis {channel_axis})")
     out, reports = np.empty_like(x), []
-    for c in range(x.shape[-1]):
-        out[..., c], report = _refine_channel(x[..., c], f[..., c], noise.channel(c),
-                                              divergence)
-        reports.append(report)
+    # one BLAS thread: the matrix products here are small, and OpenBLAS's idle threads spin
+    # on after them, slowing the next image's network (by 45 ms of 230 on 2 cores)
+    with _blas().limit(limits=1, user_api='blas'):
+        if noise is None:
+            noise = estimate_noise_model(x, f, channel_axis=-1)
+        for c in range(x.shape[-1]):
+            out[..., c], report = _refine_channel(x[..., c], f[..., c], noise.channel(c),
+                                                  divergence,
+                                                  None if probe is None else probe.channel(c))
+            reports.append(report)
     out = out[..., 0] if channel_axis is None else np.moveaxis(out, -1, channel_axis)
     return out.astype(np.float32), reports
 
 
 def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence: float,
-                    windows: Sequence[int] = WINDOWS, strengths: Sequence[float] = STRENGTHS
-                    ) -> Tuple[np.ndarray, Refinement]:
+                    probe: Optional[Probe] = None, windows: Sequence[int] = WINDOWS,
+                    strengths: Sequence[float] = STRENGTHS) -> Tuple[np.ndarray, Refinement]:
     """One channel (spatial...): the candidate of least worst-case regret (module docstring)."""
     v = noise.variance(f)
     if noise.photons(f) < LOW_COUNTS:
@@ -183,11 +231,21 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
     total_v = candidates[0][2]
     risk = lambda cand, k: cand[1] + k * cand[2]
     safe = lambda k: min(risk(candidates[0], k), risk(candidates[1], k))
-    best = min(candidates, key=lambda cand: max(risk(cand, k) - safe(k) for k in ends))
-    if best[3] is None:
-        y = x if best[0] == 'input' else f
+    regret = lambda cand: max(risk(cand, k) - safe(k) for k in ends)
+    best = min(candidates, key=regret)
+    # the DCT Wiener filter takes v at its word: not offered where the kurtosis estimate says
+    # the noise may be well below the model's (texture read as noise; it would over-smooth)
+    doubt = lower < 1 - max(delta, LOWER)
+    # nor on very noisy images, where the risk is a small difference of large numbers that
+    # the probe's noise swamps (and the network at a coarser scale competes: coarse.py)
+    noisy = np.sqrt(v.mean()) > DCT_BELOW * np.std(x)
+    if probe is not None and not (doubt or noisy) and x.ndim >= 2 and min(x.shape[-2:]) >= PATCH:
+        y, own = _output_derivative(best, x, f, v, divergence)
+        pick = min([best + (y,)] + _dct_candidates(x, f, v, best, y, own, divergence, probe,
+                                                   scored), key=regret)
+        best, y = pick[:4], pick[4]
     else:
-        y = wiener(x, f, v, *best[3])
+        y = _output(best, x, f, v)
     risks = [risk(best, k) for k in (1.0,) + ends]
     per_pixel = risks[0] / max(int(scored.sum()), 1)  # what `coarse.choose` compares with
     if min(risks) <= 0:  # the estimate cannot tell: the noise model is too uncertain here
@@ -197,63 +255,71 @@ def _refine_channel(x: np.ndarray, f: np.ndarray, noise: NoiseModel, divergence:
                          per_pixel)
 
 
-Candidate = Tuple[str, float, float, Optional[Tuple[int, float]]]
+@lru_cache(maxsize=1)
+def _blas() -> 'threadpoolctl.ThreadpoolController':
+    """The process's BLAS libraries (`threadpoolctl`), found once: looking costs 4 ms. (Its
+    limit is process-wide: refinements run at once in threads share it.)"""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
 
-def risk_terms(x: np.ndarray, f: np.ndarray, v: np.ndarray, divergence: float,
-               scored: Optional[np.ndarray] = None, windows: Sequence[int] = WINDOWS,
-               strengths: Sequence[float] = STRENGTHS) -> List[Candidate]:
-    """Each candidate's (name, fit, lin, (window, strength) or None for 'input' and 'network'):
-    its SURE over the `scored` pixels (bool, all when None) is fit + k * lin where the true
-    noise variance is k * v. x, f, v: one channel (spatial...); divergence: the network's."""
-    from scipy.ndimage import uniform_filter
-    r = x - f
-    r2 = r * r
-    d = float(divergence)
-    vs, r2s = (v, r2) if scored is None or scored.all() else (v * scored, r2 * scored)
-    total_v = float(vs.sum())
-    # SURE = sum((1-g)^2 r^2) + sum(v (2 dy - 1)), dy = g + (1-g) d + r dg/dx
-    candidates = [('input', 0.0, total_v, None),
-                  ('network', float(r2s.sum()), total_v * (2 * d - 1), None)]
-    # a pixel is gated by strength t (0 < g < 1) where its ratio < 1 / t, else g = 0: the
-    # risk's sums for all strengths are cumulative sums over the ratio's bins between the 1 / t
-    if min(strengths) <= 0 or min(windows) < 1:
-        raise ValueError(f"refinement strengths must be positive and windows at least 1 pixel, "
-                         f"got {tuple(strengths)} and {tuple(windows)}")
-    inverse = 1 / np.asarray(strengths, np.float64)
-    thresholds = np.sort(inverse)
-    for w in windows:
-        size = (w,) * r.ndim
-        energy = np.maximum(uniform_filter(r2, size, mode='reflect'), 1e-300)
-        ratio = uniform_filter(v, size, mode='reflect') / energy
-        # r dg/dx = t * ratio / energy * 2 r^2 (1 - d) * (x_i's weight in its own window)
-        vq = vs * ratio / energy * 2 * r2 * (1 - d) * _self_weight(r.shape, w)
-        below = np.zeros(ratio.size, np.intp)  # how many thresholds are <= ratio
-        for threshold in thresholds:  # (7 comparisons: faster than searchsorted here)
-            below += ratio.ravel() >= threshold
-        inside = lambda q: np.cumsum(np.bincount(below, q.ravel(), len(thresholds) + 1))
-        v_in, v_ratio_in, r2_in = inside(vs), inside(vs * ratio), inside(r2s)
-        r2_ratio2_in, vq_in = inside(r2s * ratio * ratio), inside(vq)
-        for t, inv in zip(strengths, inverse):
-            j = int(np.searchsorted(thresholds, inv))  # bins 0..j: the ratio below 1 / t
-            fit = t * t * r2_ratio2_in[j] + (r2_in[-1] - r2_in[j])  # (1 - g)^2 r^2
-            lin = (2 * (1 - d) * (v_in[j] - t * v_ratio_in[j]) + (2 * d - 1) * total_v
-                   + 2 * t * vq_in[j])
-            candidates.append((f'window {w}, strength {t:g}', float(fit), float(lin), (w, t)))
-    return candidates
+def _output(candidate: Candidate, x: np.ndarray, f: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The output of a candidate of `risk_terms` ('input', 'network' or a gate)."""
+    if candidate[3] is None:
+        return x if candidate[0] == 'input' else f
+    return wiener(x, f, v, *candidate[3])
 
 
-def _self_weight(shape: Sequence[int], window: int) -> np.ndarray:
-    """The weight of each pixel in its own window's mean (`uniform_filter`, mode 'reflect'),
-    an array of `shape`: 1 / window^n inside, more near an edge, where the pixel's mirror
-    image falls in its window too."""
-    from functools import reduce
-    half = window // 2
-    counts = []
-    for n in shape:
-        i = np.arange(n)[:, None]
-        p = i + np.arange(-half, window - half)[None, :]  # scipy's window, odd or even
-        while np.any((p < 0) | (p >= n)):  # mirrored (half-sample symmetric) until inside
-            p = np.where(p < 0, -1 - p, np.where(p >= n, 2 * n - 1 - p, p))
-        counts.append((p == i).sum(axis=1) / window)
-    return reduce(np.multiply.outer, counts)
+def _output_derivative(candidate: Candidate, x: np.ndarray, f: np.ndarray, v: np.ndarray,
+                       divergence: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(`_output`, its derivative dy_i/dx_i) where the denoiser's divergence is `divergence`."""
+    if candidate[3] is None:
+        return (x, np.ones_like(x)) if candidate[0] == 'input' else \
+            (f, np.full_like(x, divergence))
+    return wiener_derivative(x, f, v, *candidate[3], divergence)
+
+
+def _dct_candidates(x: np.ndarray, f: np.ndarray, v: np.ndarray, best: Candidate,
+                    y: np.ndarray, own: np.ndarray, divergence: float, probe: Probe,
+                    scored: np.ndarray, safety: float = PROBE_SAFETY) -> List[Tuple]:
+    """The DCT Wiener filter of x with the chosen output y as its pilot
+    (`utils.prediction.dct_wiener`), and the mean of the two, as candidates (name, fit, lin,
+    None, output) with their risk terms. The filter's derivative with its pilot fixed is
+    exact; how the pilot moves it, through the denoiser's response to a pixel's neighbours,
+    is measured with the probe on the probe's crop as one number: b . (W(x + e b, pilot(x +
+    e b)) - W(x + e b, pilot(x))) / e / |b|^2, the pilot moved by the denoiser's response to
+    the probe (the filter's own response to the probe cancels, and with it most of the
+    estimate's noise), plus `safety` standard errors (`_upper_mean`)."""
+    filtered, filtered_own = dct_wiener(x, y, v)
+    crop, b = probe.crop, probe.direction
+    step = PROBE_STEP * float(np.sqrt(np.mean(v)))
+    pilot = lambda xc, fc: _output(best, xc, fc, v[crop])
+    probed = x[crop] + step * b
+    moved = (dct_wiener(probed, pilot(probed, f[crop] + step * probe.response), v[crop])[0]
+             - dct_wiener(probed, pilot(x[crop], f[crop]), v[crop])[0])
+    through_pilot = _upper_mean(b * moved / step, b != 0, safety)
+    derivative = filtered_own + through_pilot
+    terms = lambda out, der: (float(np.sum(np.square(out - x), where=scored)),
+                              float(np.sum(v * (2 * der - 1), where=scored)))
+    mean, mean_derivative = (filtered + y) / 2, (derivative + own) / 2
+    return [(f'the DCT Wiener filter with pilot {best[0]}', *terms(filtered, derivative), None,
+             filtered),
+            (f'the mean of {best[0]} and its DCT Wiener filter',
+             *terms(mean, mean_derivative), None, mean)]
+
+
+def _upper_mean(terms: np.ndarray, probed: np.ndarray, safety: float = PROBE_SAFETY) -> float:
+    """The mean of `terms` over the `probed` pixels plus `safety` times its standard
+    error, estimated from the means of the probed pixels in 4 x 4 blocks of their extent
+    along the last two axes (neighbouring terms correlate): a probe's estimate at its
+    pessimistic end (the risk rises with the divergence)."""
+    where = np.nonzero(probed)
+    block = np.zeros(len(where[0]), np.intp)
+    for axis in where[-2:]:
+        block = block * 4 + (axis - axis.min()) * 4 // (axis.max() - axis.min() + 1)
+    counts = np.bincount(block, minlength=16)
+    values = terms[where]
+    means = np.bincount(block, values, minlength=16)[counts > 0] / counts[counts > 0]
+    if len(means) < 4:
+        return float(values.mean())
+    return float(values.mean()) + safety * float(np.std(means, ddof=1)) / np.sqrt(len(means))
