@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from utils.prediction.refine import Probe
+from utils.prediction.refine import Probe, refine_with_report
 from utils.prediction.tiling import PadAndCropResizer, get_coord, grid_tiles
 
 
@@ -187,7 +187,6 @@ class Predictor:
         under a photon a pixel (`utils.prediction.coarse`)."""
         from utils.core.noise import estimate_noise_model
         from utils.prediction import coarse
-        from utils.prediction.refine import refine_with_report
         x, added = self.channels_last(image)
         f, _ = self.channels_last(denoised)
         noise = estimate_noise_model(x, f, channel_axis=-1)
